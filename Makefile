@@ -1,0 +1,32 @@
+# The two quick-start commands are `make run` and `make test` (see README.md).
+VENV ?= .venv
+PY ?= python3
+BIN := $(VENV)/bin
+DATA_DIR ?= ./var
+
+.PHONY: run install test lint unit bench clean
+
+$(BIN)/cmr-gateway: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/cmr-gateway
+
+run: install
+	$(BIN)/cmr-gateway init --data-dir $(DATA_DIR)
+	$(BIN)/cmr-gateway serve --data-dir $(DATA_DIR)
+
+lint: install
+	$(BIN)/ruff check gateway adapters tests
+	$(BIN)/ruff format --check gateway adapters tests
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -n 2 -q
+
+test: lint unit
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Channel adapters (drop folder, email) bring envelopes to the intake pipeline."""

@@ -1,0 +1,1 @@
+"""The CMR notification gateway of the Safeguarding Board for Northern Ireland."""

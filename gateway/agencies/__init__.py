@@ -1,0 +1,1 @@
+"""The agency registry (config) and the agencies' registered signing keys (storage)."""

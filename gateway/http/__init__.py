@@ -1,0 +1,1 @@
+"""The HTTP side: the app factory, middleware, TLS and the handlers shared by both listeners."""

@@ -1,0 +1,153 @@
+"""Middleware: request ids and log context, the one place errors become problem+json, which
+listener answers which route, and the agency of the mTLS connection."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+import structlog
+from aiohttp import web
+
+from gateway.errors import GatewayError, NotFound, PayloadTooLarge
+from gateway.http.appkeys import CLOCK, LISTENERS, METRICS, PROXIES, SERVICES
+from gateway.http.tls import peer_agency
+
+log = structlog.get_logger("gateway.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Listener = Literal["api", "web"]
+
+REQUEST_ID = web.RequestKey("request_id", str)
+LISTENER = web.RequestKey("listener", str)
+AGENCY = web.RequestKey("agency", str)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ClientCertificateRequired(GatewayError):
+    code = "client_certificate_required"
+    status = 401
+    title = "A client certificate naming one registered agency is required"
+
+
+class MethodNotAllowed(GatewayError):
+    code = "method_not_allowed"
+    status = 405
+    title = "Method not allowed"
+
+
+class BadRequest(GatewayError):
+    code = "bad_request"
+    status = 400
+    title = "Bad request"
+
+
+def problem_response(exc: GatewayError, request_id: str) -> web.Response:
+    body = exc.problem()
+    body["request_id"] = request_id
+    return web.Response(
+        status=exc.status,
+        text=json.dumps(body),
+        content_type=PROBLEM_JSON,
+        headers=exc.headers(),
+    )
+
+
+def _listener_of(request: web.Request) -> Listener:
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    if isinstance(ssl_object, ssl.SSLObject) and ssl_object.context is request.app[LISTENERS].api:
+        return "api"
+    return "web"
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = secrets.token_hex(8)
+    listener = _listener_of(request)
+    request[REQUEST_ID] = request_id
+    request[LISTENER] = listener
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id, listener=listener)
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-ID"] = request_id
+        return response
+    finally:
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "unmatched"
+        request.app[METRICS].requests.labels(listener, request.method, name, str(status)).inc()
+        structlog.contextvars.clear_contextvars()
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request[REQUEST_ID]
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return problem_response(exc, request_id)
+    except web.HTTPRequestEntityTooLarge:
+        return problem_response(PayloadTooLarge(), request_id)
+    except web.HTTPNotFound:
+        return problem_response(NotFound(), request_id)
+    except web.HTTPMethodNotAllowed:
+        return problem_response(MethodNotAllowed(), request_id)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem_response(BadRequest(exc.reason), request_id)
+    except Exception:
+        log.exception("unhandled_error", path=request.rel_url.raw_path)
+        return problem_response(GatewayError(), request_id)
+
+
+@web.middleware
+async def listener_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A route answers only on the listeners it is made for, and an API route only for a
+    request that carries a verified agency certificate."""
+    info = request.match_info.route.resource
+    allowed: frozenset[str] = (
+        getattr(info, "listeners", frozenset({"api", "web"})) if info else frozenset()
+    )
+    listener = request[LISTENER]
+    if info is not None and listener not in allowed:
+        raise NotFound()
+    if listener == "api" and "api" in allowed and "web" not in allowed:
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        agency = peer_agency(ssl_object)
+        proxies = request.app[PROXIES]
+        if agency is None and proxies.trusted(request.remote):
+            header = request.headers.get(request.app[SERVICES].settings.client_cert_header)
+            if header:
+                agency = proxies.agency(header, request.app[CLOCK].now())
+        if agency is None or agency not in request.app[SERVICES].agencies:
+            raise ClientCertificateRequired()
+        request[AGENCY] = agency
+        structlog.contextvars.bind_contextvars(agency=agency)
+    return await handler(request)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    headers = response.headers
+    headers.setdefault("Cache-Control", "no-store")
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Referrer-Policy"] = "no-referrer"
+    headers["Strict-Transport-Security"] = "max-age=31536000"
+    headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'",
+    )
+    headers["X-Frame-Options"] = "DENY"
+
+
+def only_on(route: web.AbstractRoute, *listeners: Listener) -> None:
+    """Mark which listeners answer a route's resource (both when never marked)."""
+    assert route.resource is not None
+    route.resource.listeners = frozenset(listeners)  # type: ignore[attr-defined]

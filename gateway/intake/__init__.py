@@ -1,0 +1,1 @@
+"""Intake: turning what an agency sends into a validated canonical notification."""

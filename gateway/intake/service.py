@@ -1,0 +1,233 @@
+"""The intake pipeline: open the envelope, check it, map and validate the notification, store
+it encrypted, and answer with a signed receipt. Pure orchestration over injected parts: no
+HTTP and no SQL here, so every channel (API, drop folder, email) runs exactly this."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import structlog
+from joserfc.jwk import ECKey, Key, OKPKey
+
+from adapters.formats import FormatRegistry
+from gateway.agencies.keys import AgencyKey
+from gateway.agencies.registry import AgencyRegistry
+from gateway.audit.chain import AuditEvent
+from gateway.clock import Clock
+from gateway.errors import (
+    AgencyMismatch,
+    EnvelopeRejected,
+    FormatNotAllowed,
+    GatewayError,
+    NotFound,
+    ReplayedMessage,
+)
+from gateway.intake.envelope import EnvelopeOpener
+from gateway.intake.receipts import sign_receipt
+from gateway.intake.repository import (
+    DuplicateMessage,
+    NewNotification,
+    NotificationStatus,
+    StoredReceipt,
+)
+from gateway.intake.validation import NotificationValidator
+from gateway.keys.datacipher import DataCipher
+
+log = structlog.get_logger("gateway.intake")
+
+
+class Keys(Protocol):
+    def reload_if_changed(self) -> None: ...
+    def decryption_key(self, kid: str) -> OKPKey | ECKey | None: ...
+    @property
+    def signing_key(self) -> OKPKey: ...
+
+
+class AgencyKeys(Protocol):
+    async def find(self, agency: str, kid: str) -> AgencyKey | None: ...
+
+
+class Notifications(Protocol):
+    async def find_by_envelope(self, agency: str, envelope_sha256: str) -> StoredReceipt | None: ...
+    async def find_by_jti(self, agency: str, jti: str) -> StoredReceipt | None: ...
+    async def insert(
+        self, new: NewNotification, sign_receipt: Any, audit: Any
+    ) -> StoredReceipt: ...
+    async def status(self, agency: str, reference: str) -> NotificationStatus | None: ...
+
+
+class Audit(Protocol):
+    async def record(self, event: AuditEvent, at: datetime) -> None: ...
+
+
+class IntakeMetrics(Protocol):
+    def opened(self, seconds: float) -> None: ...
+    def accepted(self, fmt: str) -> None: ...
+    def rejected(self, code: str) -> None: ...
+
+
+class NullIntakeMetrics:
+    def opened(self, seconds: float) -> None:
+        pass
+
+    def accepted(self, fmt: str) -> None:
+        pass
+
+    def rejected(self, code: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    created: bool
+    reference: str
+    receipt: str
+
+    def body(self) -> dict[str, str]:
+        return {"reference": self.reference, "receipt": self.receipt}
+
+
+def _import_agency_key(key: AgencyKey) -> Key:
+    return OKPKey.import_key(key.jwk) if key.jwk.get("kty") == "OKP" else ECKey.import_key(key.jwk)
+
+
+class IntakeService:
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        keys: Keys,
+        agency_keys: AgencyKeys,
+        agencies: AgencyRegistry,
+        formats: FormatRegistry,
+        validator: NotificationValidator,
+        cipher: DataCipher,
+        notifications: Notifications,
+        audit: Audit,
+        opener: EnvelopeOpener,
+        metrics: IntakeMetrics | None = None,
+    ) -> None:
+        self.clock = clock
+        self.keys = keys
+        self.agency_keys = agency_keys
+        self.agencies = agencies
+        self.formats = formats
+        self.validator = validator
+        self.cipher = cipher
+        self.notifications = notifications
+        self.audit = audit
+        self.opener = opener
+        self.metrics = metrics or NullIntakeMetrics()
+
+    async def submit(
+        self, agency: str, raw: bytes, request_id: str, channel: str = "api"
+    ) -> SubmitResult:
+        """`agency` is the one the transport authenticated (the mTLS certificate)."""
+        envelope_sha256 = hashlib.sha256(raw).hexdigest()
+        try:
+            # The same bytes from the same agency were fully checked before: answer as before.
+            previous = await self.notifications.find_by_envelope(agency, envelope_sha256)
+            if previous is not None:
+                return SubmitResult(False, previous.reference, previous.receipt)
+            return await self._accept(agency, raw, envelope_sha256, request_id, channel)
+        except GatewayError as exc:
+            if exc.code == "unavailable":
+                raise
+            self.metrics.rejected(exc.code)
+            cause = exc.cause if isinstance(exc, EnvelopeRejected) else None
+            log.warning("notification_rejected", code=exc.code, cause=cause, channel=channel)
+            details = {"code": exc.code, "request_id": request_id, "channel": channel}
+            if cause:
+                details["cause"] = cause
+            await self.audit.record(
+                AuditEvent(f"agency:{agency}", "notification.rejected", None, details),
+                self.clock.now(),
+            )
+            raise
+
+    async def _accept(
+        self, agency: str, raw: bytes, envelope_sha256: str, request_id: str, channel: str
+    ) -> SubmitResult:
+        started = time.perf_counter()
+        self.keys.reload_if_changed()
+        kid = self.opener.outer_kid(raw)
+        enc_key = self.keys.decryption_key(kid)
+        if enc_key is None:
+            raise EnvelopeRejected("unknown or retired gateway key id")
+        inner = self.opener.decrypt(raw, enc_key)
+        registered = await self.agency_keys.find(inner.issuer, inner.kid)
+        if registered is None or registered.revoked_at is not None:
+            raise EnvelopeRejected("signing key not registered or revoked for iss")
+        claims_raw = self.opener.verify(inner, _import_agency_key(registered), registered.alg)
+        self.metrics.opened(time.perf_counter() - started)
+        if inner.issuer != agency:
+            raise AgencyMismatch()
+        now = self.clock.now()
+        claims = self.opener.check_claims(claims_raw, now.timestamp())
+
+        registered_agency = self.agencies.get(agency)
+        adapter = self.formats.get(claims.format)
+        if (
+            registered_agency is None
+            or adapter is None
+            or claims.format not in registered_agency.formats
+        ):
+            raise FormatNotAllowed(f"format {claims.format[:40]!r} is not allowed for {agency}")
+        canonical = adapter.to_canonical(claims.body)
+        valid = self.validator.validate(canonical, now.date())
+
+        plaintext = json.dumps(valid.document, separators=(",", ":"), ensure_ascii=False).encode()
+        key_id, payload = self.cipher.encrypt(plaintext, aad=f"{agency}\x00{claims.jti}".encode())
+        new = NewNotification(
+            agency=agency,
+            jti=claims.jti,
+            envelope_sha256=envelope_sha256,
+            format=claims.format,
+            route=valid.route,
+            incident_type=valid.incident_type,
+            incident_date=valid.incident_date,
+            received_at=now,
+            key_id=key_id,
+            payload=payload,
+            children=valid.children,
+        )
+        signing_key = self.keys.signing_key
+
+        def receipt_for(reference: str) -> str:
+            return sign_receipt(signing_key, agency, claims.jti, reference, now, envelope_sha256)
+
+        def audit_for(reference: str) -> AuditEvent:
+            return AuditEvent(
+                f"agency:{agency}",
+                "notification.received",
+                reference,
+                {
+                    "format": claims.format,
+                    "jti": claims.jti,
+                    "request_id": request_id,
+                    "channel": channel,
+                    "envelope_sha256": envelope_sha256,
+                },
+            )
+
+        try:
+            stored = await self.notifications.insert(new, receipt_for, audit_for)
+        except DuplicateMessage:
+            existing = await self.notifications.find_by_jti(agency, claims.jti)
+            if existing is not None and existing.envelope_sha256 == envelope_sha256:
+                return SubmitResult(False, existing.reference, existing.receipt)
+            raise ReplayedMessage() from None
+        self.metrics.accepted(claims.format)
+        log.info("notification_accepted", reference=stored.reference, format=claims.format)
+        return SubmitResult(True, stored.reference, stored.receipt)
+
+    async def status(self, agency: str, reference: str) -> NotificationStatus:
+        found = await self.notifications.status(agency, reference)
+        if found is None:
+            raise NotFound("no notification of yours has this reference")
+        return found

@@ -1,0 +1,1 @@
+"""Storage: one data model on SQLite (embedded default) and PostgreSQL, behind repositories."""
