@@ -9,13 +9,17 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway.cliutil import Parser, add_data_dir, command, group, run, settings_from
 from gateway.clock import Clock
 from gateway.errors import GatewayError, Unavailable, UsageError
 from gateway.settings import Settings, load_settings
+
+# Features that bring their own commands: each module has `register(subparsers)`.
+FEATURES: list[Callable[[Any], None]] = []
 
 SETTINGS_TEMPLATE = """\
 # Settings of this gateway installation. Every key can also be given as an environment
@@ -40,89 +44,62 @@ SETTINGS_TEMPLATE = """\
 """
 
 
-def _add_data_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=argparse.SUPPRESS,
-        help="the installation's data directory (default ./var or $CMR_GATEWAY_DATA_DIR)",
-    )
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line, exit 2, as for every other error
-        self.print_usage(sys.stderr)
-        raise SystemExit(f"error: {message}")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cmr-gateway", description="The CMR notification gateway")
-    _add_data_dir(parser)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="cmr-gateway", description="The CMR notification gateway")
+    add_data_dir(parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    p = sub.add_parser("init", help="create a working installation (idempotent)")
-    _add_data_dir(p)
-    p.set_defaults(func=cmd_init)
-
-    p = sub.add_parser("serve", help="run the gateway")
-    _add_data_dir(p)
+    command(
+        sub, "init", "create a working installation (running it again changes nothing)", cmd_init
+    )
+    p = command(sub, "serve", "run the gateway and print the two URLs it listens on", cmd_serve)
     p.add_argument("--api-port", type=int)
     p.add_argument("--web-port", type=int)
-    p.set_defaults(func=cmd_serve)
 
-    agency = sub.add_parser("agency", help="agency keys and development credentials")
-    asub = agency.add_subparsers(dest="agency_command", required=True, parser_class=_Parser)
-    p = asub.add_parser("credentials", help="development: a signing key and client certificate")
-    _add_data_dir(p)
+    agency = group(sub, "agency", "agency keys and development credentials")
+    p = command(
+        agency,
+        "credentials",
+        "development: a signing key and client certificate",
+        cmd_agency_credentials,
+    )
     p.add_argument("code")
     p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=cmd_agency_credentials)
-    p = asub.add_parser("add-key", help="register an agency's public signing key")
-    _add_data_dir(p)
+    p = command(agency, "add-key", "register an agency's public signing key", cmd_agency_add_key)
     p.add_argument("code")
     p.add_argument("--jwk", type=Path, required=True)
-    p.set_defaults(func=cmd_agency_add_key)
-    p = asub.add_parser("revoke-key", help="revoke an agency's signing key")
-    _add_data_dir(p)
+    p = command(agency, "revoke-key", "revoke an agency's signing key", cmd_agency_revoke_key)
     p.add_argument("code")
     p.add_argument("kid")
-    p.set_defaults(func=cmd_agency_revoke_key)
-    p = asub.add_parser("keys", help="list the registered agency keys")
-    _add_data_dir(p)
+    p = command(agency, "keys", "list the registered agency keys", cmd_agency_keys)
     p.add_argument("code", nargs="?")
-    p.set_defaults(func=cmd_agency_keys)
 
-    p = sub.add_parser("send", help="the reference client: seal FILE and submit it")
-    _add_data_dir(p)
+    p = command(
+        sub, "send", "the reference client: seal FILE, submit it, check the receipt", cmd_send
+    )
     p.add_argument("--credentials", type=Path, required=True)
     p.add_argument("--url")
     p.add_argument("--format", default="cmr-notification/1")
     p.add_argument("--jti")
     p.add_argument("file", type=Path)
-    p.set_defaults(func=cmd_send)
 
-    keys = sub.add_parser("keys", help="the gateway's own keys")
-    ksub = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
-    p = ksub.add_parser(
-        "rotate", help="a new encryption key; the previous one decrypts for the overlap"
+    keys = group(sub, "keys", "the gateway's own keys")
+    command(
+        keys,
+        "rotate",
+        "a new encryption key; the previous one decrypts for the overlap",
+        cmd_keys_rotate,
     )
-    _add_data_dir(p)
-    p.set_defaults(func=cmd_keys_rotate)
+    audit = group(sub, "audit", "the audit log")
+    command(audit, "verify", "verify the hash chain; name the first broken link", cmd_audit_verify)
 
-    audit = sub.add_parser("audit", help="the audit log")
-    ausub = audit.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
-    p = ausub.add_parser("verify", help="verify the hash chain")
-    _add_data_dir(p)
-    p.set_defaults(func=cmd_audit_verify)
+    for register in FEATURES:
+        register(sub)
     return parser
 
 
-def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
-    return load_settings(getattr(args, "data_dir", None), **overrides)
-
-
-def _run(coro: Coroutine[Any, Any, int]) -> int:
-    return asyncio.run(coro)
+_settings = settings_from
+_run_value = run
 
 
 # -- init ---------------------------------------------------------------------------------------
@@ -188,7 +165,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args, api_port=args.api_port, web_port=args.web_port)
     gwlog.configure(settings.log_level, settings.log_format)
-    return _run(serve(settings, lambda line: print(line, flush=True)))
+    return run(serve(settings, lambda line: print(line, flush=True)))
 
 
 async def serve(
@@ -303,10 +280,6 @@ async def issue_credentials(settings: Settings, code: str, out: Path) -> str:
     (out / "ca.crt").write_bytes(settings.client_ca.read_bytes())
     (out / "gateway.jwks.json").write_text(json.dumps(jwks, indent=2))
     return kid
-
-
-def _run_value(coro: Coroutine[Any, Any, Any]) -> Any:
-    return asyncio.run(coro)
 
 
 def _write_secret(path: Path, text: str) -> None:

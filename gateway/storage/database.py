@@ -139,7 +139,7 @@ def is_current(url: str) -> bool:
         engine.dispose()
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "heads") -> None:
     _run(url, command.upgrade, revision)
 
 
