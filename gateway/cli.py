@@ -16,10 +16,12 @@ from typing import Any
 from gateway.cliutil import Parser, add_data_dir, command, group, run, settings_from
 from gateway.clock import Clock
 from gateway.errors import GatewayError, Unavailable, UsageError
+from gateway.reports import cli as reports_cli
+from gateway.requests import cli as requests_cli
 from gateway.settings import Settings, load_settings
 
 # Features that bring their own commands: each module has `register(subparsers)`.
-FEATURES: list[Callable[[Any], None]] = []
+FEATURES: list[Callable[[Any], None]] = [requests_cli.register, reports_cli.register]
 
 SETTINGS_TEMPLATE = """\
 # Settings of this gateway installation. Every key can also be given as an environment
@@ -337,7 +339,7 @@ def cmd_agency_keys(args: argparse.Namespace) -> int:
         from gateway.services import open_services
 
         async with open_services(settings) as s:
-            return await s.agency_keys.list(args.code)
+            return await s.agency_keys.all_keys(args.code)
 
     for k in _run_value(listing()):
         state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"

@@ -19,8 +19,15 @@ from gateway.intake.service import IntakeMetrics, IntakeService
 from gateway.intake.validation import NotificationValidator
 from gateway.keys.datacipher import DataCipher
 from gateway.keys.keyring import Keyring
+from gateway.outbox.repository import OutboxRepository
+from gateway.outbox.sender import OutboxSender
+from gateway.outbox.transports import FileTransport, MailTransport, SmtpTransport
+from gateway.requests.questions import QuestionSets
+from gateway.requests.repository import RequestsRepository
+from gateway.requests.service import RequestsService
 from gateway.settings import Settings
 from gateway.storage.database import Database
+from gateway.workdays import WorkingDays
 
 SCHEMA_FILE = "cmr-notification-1.schema.json"
 
@@ -38,14 +45,41 @@ class Services:
     notifications: IntakeRepository
     cipher: DataCipher
     intake: IntakeService
+    workdays: WorkingDays
+    outbox: OutboxRepository
+    sender: OutboxSender
+    requests: RequestsService
+
+
+def mail_transport(settings: Settings) -> MailTransport:
+    if settings.mail_transport == "file":
+        return FileTransport(settings.data_dir / "outbox")
+    password = (
+        settings.smtp_password_file.read_text().strip() if settings.smtp_password_file else ""
+    )
+    return SmtpTransport(
+        settings.smtp_host,
+        settings.smtp_port,
+        settings.smtp_security,
+        settings.smtp_username,
+        password,
+        settings.smtp_ca_file,
+        settings.smtp_timeout_seconds,
+    )
 
 
 @asynccontextmanager
 async def open_services(
-    settings: Settings, clock: Clock | None = None, metrics: IntakeMetrics | None = None
+    settings: Settings,
+    clock: Clock | None = None,
+    metrics: IntakeMetrics | None = None,
+    transport: MailTransport | None = None,
 ) -> AsyncIterator[Services]:
     clock = clock or SystemClock()
     agencies = AgencyRegistry.load(settings.config_dir, settings.extra.get("agencies"))
+    workdays = WorkingDays.load(settings.config_dir)
+    questions = QuestionSets.load(settings.config_dir)
+    transport = transport or mail_transport(settings)
     keyring = Keyring(settings.keys_dir, clock, timedelta(days=settings.key_overlap_days))
     validator = NotificationValidator.from_file(settings.schemas_dir / SCHEMA_FILE)
     formats = default_formats()
@@ -70,6 +104,33 @@ async def open_services(
             ),
             metrics=metrics,
         )
+        outbox = OutboxRepository(db, cipher)
+        sender = OutboxSender(
+            outbox,
+            transport,
+            clock,
+            settings.mail_from,
+            settings.outbox_max_attempts,
+            settings.outbox_poll_seconds,
+        )
+        requests = RequestsService(
+            clock=clock,
+            repo=RequestsRepository(db, cipher, settings.mail_from),
+            cipher=cipher,
+            agencies=agencies,
+            questions=questions,
+            workdays=workdays,
+            base_url=settings.web_base_url,
+            deadline_days=settings.request_deadline_days,
+            reminder_days=settings.request_reminder_days,
+            secretariat_email=settings.secretariat_email,
+            allowed_types=settings.respond_attachment_types,
+            max_attachment_bytes=settings.respond_max_bytes,
+            intake_rule=settings.auto_request_agencies,
+            wake_outbox=sender.wake,
+        )
+        if settings.auto_request_agencies:
+            intake.on_accepted.append(requests.after_intake)
         yield Services(
             settings,
             clock,
@@ -82,6 +143,10 @@ async def open_services(
             notifications,
             cipher,
             intake,
+            workdays,
+            outbox,
+            sender,
+            requests,
         )
     finally:
         await db.dispose()

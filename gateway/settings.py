@@ -51,6 +51,34 @@ class Settings:
     client_cert_header: str = "X-Client-Certificate"
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Mail: the development transport writes .eml files into the data directory's outbox/.
+    mail_transport: Literal["file", "smtp"] = "file"
+    mail_from: str = "cmr-gateway@localhost"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 587
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str = ""
+    smtp_password_file: Path | None = None
+    smtp_ca_file: Path | None = None
+    smtp_timeout_seconds: int = 30
+    outbox_max_attempts: int = 8
+    outbox_poll_seconds: int = 5
+    secretariat_email: str = ""
+    # Information requests.
+    request_deadline_days: int = 10
+    request_reminder_days: tuple[int, ...] = (3, 1)
+    auto_request_agencies: tuple[str, ...] = ()
+    respond_max_bytes: int = 10 * 1024 * 1024
+    respond_attachment_types: tuple[str, ...] = (
+        "application/pdf",
+        "text/plain",
+        "image/png",
+        "image/jpeg",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    )
+    respond_rate_per_minute: int = 30
+    # Whether this process may run the scheduled jobs (one leader among all that may).
+    scheduler: Literal["on", "off"] = "on"
     config_dir: Path = DEFAULT_CONFIG_DIR
     schemas_dir: Path = DEFAULT_SCHEMAS_DIR
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -149,7 +177,16 @@ def _coerce(key: str, raw: Any, from_env: bool) -> Any:
             return Path(raw).expanduser()
         if origin is tuple:
             items = [s.strip() for s in raw.split(",") if s.strip()] if from_env else raw
-            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            if not isinstance(items, list):
+                raise ValueError
+            if args[0] is int:
+                if not all(isinstance(i, int | str) and not isinstance(i, bool) for i in items):
+                    raise ValueError
+                ints = tuple(int(i) for i in items)
+                if any(i < 0 for i in ints):
+                    raise ValueError
+                return ints
+            if not all(isinstance(i, str) for i in items):
                 raise ValueError
             return tuple(items)
         if origin is Literal:
@@ -169,7 +206,7 @@ def _type_name(hint: Any) -> str:
     if hint is Path:
         return "a file path"
     if get_origin(hint) is tuple:
-        return "a list of strings"
+        return "a list of whole numbers" if get_args(hint)[0] is int else "a list of strings"
     return "a string"
 
 
@@ -238,5 +275,17 @@ def _check(s: Settings) -> None:
         )
     if s.database_password_file is not None and not s.database_password_file.is_file():
         raise SettingsError("setting 'database_password_file' names no readable file")
+    for key in ("smtp_password_file", "smtp_ca_file"):
+        path = getattr(s, key)
+        if path is not None and not path.is_file():
+            raise SettingsError(f"setting {key!r} names no readable file")
+    for key in ("mail_from", "secretariat_email"):
+        value = getattr(s, key)
+        if value and "@" not in value:
+            raise SettingsError(f"setting {key!r} must be an email address")
+    if s.request_deadline_days < 1:
+        raise SettingsError("setting 'request_deadline_days' must be at least 1")
+    if s.outbox_max_attempts < 1:
+        raise SettingsError("setting 'outbox_max_attempts' must be at least 1")
     if s.public_base_url and not s.public_base_url.startswith("https://"):
         raise SettingsError("setting 'public_base_url' must be an https:// URL")

@@ -23,6 +23,7 @@ from joserfc.jwk import ECKey, Key, OKPKey
 from gateway.cli import issue_credentials, serve
 from gateway.clock import FrozenClock
 from gateway.intake.envelope import AUDIENCE, JWE_ALG, JWE_ENC, NOTIFICATION_TYP, seal
+from gateway.services import Services, open_services
 from gateway.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -148,6 +149,10 @@ class RunningGateway:
     web_url: str
     agencies: dict[str, Agency] = field(default_factory=dict)
 
+    def services(self) -> contextlib.AbstractAsyncContextManager[Services]:
+        """The gateway's services as a second process would open them, on the same clock."""
+        return open_services(self.settings, self.clock)
+
     def enc_jwk(self) -> dict[str, Any]:
         keyring_jwks = self.jwks()
         return next(k for k in keyring_jwks["keys"] if k["use"] == "enc")
@@ -188,10 +193,18 @@ class RunningGateway:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(settings: Settings, clock: FrozenClock) -> AsyncIterator[RunningGateway]:
+async def running_gateway(
+    settings: Settings, clock: FrozenClock, scheduler: bool = False
+) -> AsyncIterator[RunningGateway]:
     stop = asyncio.Event()
     ports: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
-    settings = settings.with_overrides(api_port=0, web_port=0)
+    from tests.mailsink import free_port
+
+    # Real port numbers (not 0): the links in mails are built from the web port.
+    overrides: dict[str, Any] = {"api_port": free_port(), "web_port": free_port()}
+    if not scheduler:
+        overrides["scheduler"] = "off"
+    settings = settings.with_overrides(**overrides)
     task = asyncio.create_task(
         serve(
             settings,

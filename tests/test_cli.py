@@ -152,13 +152,13 @@ async def test_add_key_and_revoke_key(installation: Settings, tmp_path: Path) ->
         assert "d" not in found.jwk
     assert (
         await asyncio.to_thread(
-            main, ["--data-dir", d, "agency", "revoke-key", "SPPG", str(key.kid)]
+            main, ["--data-dir", d, "agency", "revoke-key", "SPPG", "--", str(key.kid)]
         )
         == 0
     )
     assert (
         await asyncio.to_thread(
-            main, ["--data-dir", d, "agency", "revoke-key", "SPPG", str(key.kid)]
+            main, ["--data-dir", d, "agency", "revoke-key", "SPPG", "--", str(key.kid)]
         )
         == 2
     )

@@ -148,6 +148,9 @@ def _hostile(agency: Agency, case: str) -> bytes:
         c = agency.claims()
         del c["body"]
         return agency.seal(c)
+    if case == "deeply_nested_claims":
+        deep = b"[" * 150_000 + b"]" * 150_000
+        return agency.encrypt_raw(agency.sign_raw(hdr, deep))
     if case == "not_a_jwe":
         return b"definitely.not.a.jwe"
     if case == "garbage_header":
@@ -180,6 +183,7 @@ HOSTILE = [
     "no_body",
     "not_a_jwe",
     "garbage_header",
+    "deeply_nested_claims",
 ]
 
 

@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from adapters.formats.canonical import CanonicalJson
+from adapters.formats.fhir import FhirR4
+from adapters.formats.xml import CmrXml
 
 
 class FormatAdapter(Protocol):
@@ -30,4 +32,4 @@ class FormatRegistry:
 
 
 def default_formats() -> FormatRegistry:
-    return FormatRegistry([CanonicalJson()])
+    return FormatRegistry([CanonicalJson(), FhirR4(), CmrXml()])

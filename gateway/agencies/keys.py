@@ -79,7 +79,7 @@ class AgencyKeyRepository:
             row.agency, row.kid, row.alg, json.loads(row.jwk), row.added_at, row.revoked_at
         )
 
-    async def list(self, agency: str | None = None) -> list[AgencyKey]:
+    async def all_keys(self, agency: str | None = None) -> list[AgencyKey]:
         query = select(agency_keys).order_by(agency_keys.c.agency, agency_keys.c.added_at)
         if agency:
             query = query.where(agency_keys.c.agency == agency)

@@ -46,7 +46,12 @@ class BadRequest(GatewayError):
     title = "Bad request"
 
 
-def problem_response(exc: GatewayError, request_id: str) -> web.Response:
+def problem_response(
+    exc: GatewayError, request_id: str, request: web.Request | None = None
+) -> web.Response:
+    resource = request.match_info.route.resource if request is not None else None
+    if resource is not None and getattr(resource, "html", False):
+        return _problem_page(request, exc, request_id)  # type: ignore[arg-type]
     body = exc.problem()
     body["request_id"] = request_id
     return web.Response(
@@ -55,6 +60,29 @@ def problem_response(exc: GatewayError, request_id: str) -> web.Response:
         content_type=PROBLEM_JSON,
         headers=exc.headers(),
     )
+
+
+def _problem_page(request: web.Request, exc: GatewayError, request_id: str) -> web.Response:
+    import aiohttp_jinja2
+
+    messages = {
+        "csrf_failed": "The form has expired or did not come from this site. Go back to the "
+        "email and open the link again.",
+        "rate_limited": "Too many requests from your address. Wait a minute and try again.",
+        "payload_too_large": "What you sent is too large. Attach smaller files.",
+    }
+    response = aiohttp_jinja2.render_template(
+        "error.html",
+        request,
+        {
+            "title": exc.title,
+            "message": messages.get(exc.code, exc.detail or ""),
+            "request_id": request_id,
+        },
+        status=exc.status,
+    )
+    response.headers.update(exc.headers())
+    return response
 
 
 def _listener_of(request: web.Request) -> Listener:
@@ -91,20 +119,22 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
     try:
         return await handler(request)
     except GatewayError as exc:
-        return problem_response(exc, request_id)
+        return problem_response(exc, request_id, request)
     except web.HTTPRequestEntityTooLarge:
-        return problem_response(PayloadTooLarge(), request_id)
+        return problem_response(PayloadTooLarge(), request_id, request)
     except web.HTTPNotFound:
-        return problem_response(NotFound(), request_id)
+        return problem_response(NotFound(), request_id, request)
     except web.HTTPMethodNotAllowed:
-        return problem_response(MethodNotAllowed(), request_id)
+        return problem_response(MethodNotAllowed(), request_id, request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return problem_response(BadRequest(exc.reason), request_id)
+        return problem_response(BadRequest(exc.reason), request_id, request)
     except Exception:
-        log.exception("unhandled_error", path=request.rel_url.raw_path)
-        return problem_response(GatewayError(), request_id)
+        # The route's pattern, not the path: a path can hold a response link's token.
+        route = request.match_info.route.resource
+        log.exception("unhandled_error", route=route.canonical if route else "unmatched")
+        return problem_response(GatewayError(), request_id, request)
 
 
 @web.middleware

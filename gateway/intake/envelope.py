@@ -49,7 +49,7 @@ def _b64_json(segment: bytes) -> dict[str, Any]:
     try:
         padded = segment + b"=" * (-len(segment) % 4)
         value = json.loads(base64.urlsafe_b64decode(padded))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         raise EnvelopeRejected("header is not base64url JSON") from None
     if not isinstance(value, dict):
         raise EnvelopeRejected("header is not a JSON object")
@@ -136,7 +136,7 @@ class EnvelopeOpener:
             raise EnvelopeRejected(f"signature invalid: {type(exc).__name__}") from None
         try:
             claims = json.loads(obj.payload)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise EnvelopeRejected("claims are not JSON") from None
         if not isinstance(claims, dict):
             raise EnvelopeRejected("claims are not a JSON object")

@@ -16,7 +16,13 @@ async def submit(request: web.Request) -> web.Response:
     limit = request.app[SETTINGS].max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge()
-    raw = await request.read()
+    # Read by hand: the app-wide client_max_size is the web listener's (attachments).
+    body = bytearray()
+    while chunk := await request.content.read(65536):
+        body.extend(chunk)
+        if len(body) > limit:
+            raise PayloadTooLarge()
+    raw = bytes(body)
     result = await request.app[SERVICES].intake.submit(
         request[AGENCY], raw.strip(), request[REQUEST_ID]
     )

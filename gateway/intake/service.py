@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -123,6 +124,9 @@ class IntakeService:
         self.audit = audit
         self.opener = opener
         self.metrics = metrics or NullIntakeMetrics()
+        # Run after a new notification is committed (e.g. the intake rule for requests); a
+        # failure is logged and never undoes the receipt, which is already durable.
+        self.on_accepted: list[Callable[[str, str], Awaitable[object]]] = []
 
     async def submit(
         self, agency: str, raw: bytes, request_id: str, channel: str = "api"
@@ -224,6 +228,11 @@ class IntakeService:
             raise ReplayedMessage() from None
         self.metrics.accepted(claims.format)
         log.info("notification_accepted", reference=stored.reference, format=claims.format)
+        for hook in self.on_accepted:
+            try:
+                await hook(stored.reference, agency)
+            except Exception:
+                log.exception("after_intake_failed", reference=stored.reference)
         return SubmitResult(True, stored.reference, stored.receipt)
 
     async def status(self, agency: str, reference: str) -> NotificationStatus:

@@ -38,9 +38,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # read-then-write transactions otherwise fail with "database is locked".
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
+    # First, so that the pragmas below wait for a busy database too.
+    cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
     # A receipt is a promise: the commit must survive power loss.
     cur.execute("PRAGMA synchronous=FULL")
     cur.close()
