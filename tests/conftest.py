@@ -19,7 +19,9 @@ from gateway.cli import init_installation
 from gateway.clock import FrozenClock
 from gateway.settings import Settings
 from gateway.storage import database
-from tests.support import RunningGateway, running_gateway
+from tests.browser import browser_context  # noqa: F401  (a fixture)
+from tests.mailsink import MailSink
+from tests.support import RunningGateway, running_gateway, with_contacts
 
 STRICT = os.environ.get("CMR_TEST_STRICT") == "1"
 PG_ADMIN = os.environ.get("CMR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -108,3 +110,25 @@ async def gateway(
 ) -> AsyncIterator[RunningGateway]:
     async with running_gateway(installation, clock) as gw:
         yield gw
+
+
+@pytest.fixture
+def sink(installation: Settings) -> Iterator[MailSink]:
+    s = MailSink(installation.server_cert, installation.server_key)
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def mail_settings(installation: Settings, sink: MailSink) -> Settings:
+    settings = with_contacts(installation)
+    return settings.with_overrides(
+        **sink.settings(settings.data_dir / "smtp-password", settings.client_ca)
+    )
+
+
+@pytest.fixture
+async def gw(mail_settings: Settings, clock: FrozenClock) -> AsyncIterator[RunningGateway]:
+    async with running_gateway(mail_settings, clock) as g:
+        yield g

@@ -24,7 +24,7 @@ from gateway.cli import issue_credentials, serve
 from gateway.clock import FrozenClock
 from gateway.intake.envelope import AUDIENCE, JWE_ALG, JWE_ENC, NOTIFICATION_TYP, seal
 from gateway.services import Services, open_services
-from gateway.settings import Settings
+from gateway.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "schemas" / "examples"
@@ -225,3 +225,17 @@ async def running_gateway(
     finally:
         stop.set()
         await task
+
+
+CONTACTS = {"EA": "cmr@ea.example", "PSNI": "cmr@psni.example", "BHSCT": "cmr@belfasttrust.example"}
+
+
+def with_contacts(settings: Settings, **extra: Any) -> Settings:
+    """The installation with agency contacts and a secretariat address in its settings."""
+    lines = ['secretariat_email = "secretariat@sbni.example"']
+    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
+    for code, addr in CONTACTS.items():
+        lines += [f"[agencies.{code}]", f'contact = "{addr}"']
+    path = settings.data_dir / "settings.toml"
+    path.write_text(path.read_text() + "\n" + "\n".join(lines) + "\n")
+    return load_settings(settings.data_dir, environ={})

@@ -5,10 +5,9 @@ database. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,43 +16,9 @@ import aiohttp
 import pytest
 
 from gateway.clock import FrozenClock
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings
 from tests.mailsink import MailSink, link_in, text_of
-from tests.support import RunningGateway, example, running_gateway
-
-CONTACTS = {"EA": "cmr@ea.example", "PSNI": "cmr@psni.example", "BHSCT": "cmr@belfasttrust.example"}
-
-
-def with_contacts(settings: Settings, **extra: Any) -> Settings:
-    lines = ['secretariat_email = "secretariat@sbni.example"']
-    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
-    for code, addr in CONTACTS.items():
-        lines += [f"[agencies.{code}]", f'contact = "{addr}"']
-    path = settings.data_dir / "settings.toml"
-    path.write_text(path.read_text() + "\n" + "\n".join(lines) + "\n")
-    return load_settings(settings.data_dir, environ={})
-
-
-@pytest.fixture
-def sink(installation: Settings) -> Iterator[MailSink]:
-    s = MailSink(installation.server_cert, installation.server_key)
-    s.start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def mail_settings(installation: Settings, sink: MailSink) -> Settings:
-    settings = with_contacts(installation)
-    return settings.with_overrides(
-        **sink.settings(settings.data_dir / "smtp-password", settings.client_ca)
-    )
-
-
-@pytest.fixture
-async def gw(mail_settings: Settings, clock: FrozenClock) -> AsyncIterator[RunningGateway]:
-    async with running_gateway(mail_settings, clock) as g:
-        yield g
+from tests.support import RunningGateway, example, running_gateway, with_contacts
 
 
 async def notify(gw: RunningGateway, body: dict[str, Any] | None = None) -> str:
