@@ -412,7 +412,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
     result = _run_value(verify())
     if result.ok:
-        print(f"audit chain intact: {result.events} events")
+        # Record the head outside the database: it is what proves the chain was not rewritten.
+        print(f"audit chain intact: {result.events} events, head {result.head}")
         return 0
     print(f"audit chain broken at event {result.broken_seq}: {result.problem}", file=sys.stderr)
     return 1

@@ -60,6 +60,7 @@ class VerifyResult:
     events: int
     problem: str | None = None
     broken_seq: int | None = None
+    head: str | None = None
 
 
 def verify_chain(events: Iterable[ChainedEvent], head_seq: int, head_hash: str) -> VerifyResult:
@@ -83,4 +84,4 @@ def verify_chain(events: Iterable[ChainedEvent], head_seq: int, head_hash: str) 
         return VerifyResult(
             False, count, f"event {missing} is missing (the chain was cut short)", missing
         )
-    return VerifyResult(True, count)
+    return VerifyResult(True, count, head=prev_hash)
