@@ -63,6 +63,15 @@ async def request_status(gw: RunningGateway, public_id: str) -> str:
         return (await s.requests.get(public_id)).status
 
 
+async def open_form(browser: Browser, sink: MailSink) -> tuple[str, str]:
+    """The link of the first mail, opened as a person would: landing page, then Open."""
+    link = link_in((await asyncio.to_thread(sink.wait_for, 1))[0])
+    _, page, _ = await browser.get(link)
+    status, form_page, _ = await browser.post(link + "/open", {"csrf": csrf_of(page)})
+    assert status == 200
+    return link, form_page
+
+
 def answer_form(csrf: str, **fields: str) -> aiohttp.FormData:
     form = aiohttp.FormData()
     values = {
@@ -158,9 +167,7 @@ async def test_parallel_submissions_store_one_answer(
     reference = await notify(gw)
     async with gw.services() as s:
         created = await s.requests.create(reference, "EA", "t")
-    link = link_in((await asyncio.to_thread(sink.wait_for, 1))[0])
-    _, page, _ = await browser.get(link)
-    _, form_page, _ = await browser.post(link + "/open", {"csrf": csrf_of(page)})
+    link, form_page = await open_form(browser, sink)
     token = csrf_of(form_page)
     results = await asyncio.gather(*(browser.post(link, answer_form(token)) for _ in range(20)))
     statuses = sorted(status for status, _, _ in results)
@@ -222,9 +229,7 @@ async def test_csrf_missing_or_wrong_is_403(
     reference = await notify(gw)
     async with gw.services() as s:
         created = await s.requests.create(reference, "EA", "t")
-    link = link_in((await asyncio.to_thread(sink.wait_for, 1))[0])
-    _, page, _ = await browser.get(link)
-    _, form_page, _ = await browser.post(link + "/open", {"csrf": csrf_of(page)})
+    link, form_page = await open_form(browser, sink)
     for fields in ({"csrf": "wrong" * 9}, {}):
         form = answer_form("x")
         if not fields:
@@ -250,9 +255,7 @@ async def test_xss_in_answers_is_inert(
     reference = await notify(gw)
     async with gw.services() as s:
         await s.requests.create(reference, "EA", "t")
-    link = link_in((await asyncio.to_thread(sink.wait_for, 1))[0])
-    _, page, _ = await browser.get(link)
-    _, form_page, _ = await browser.post(link + "/open", {"csrf": csrf_of(page)})
+    link, form_page = await open_form(browser, sink)
     payload = "<script>alert(1)</script><img src=x onerror=alert(2)>"
     # Invalid (no name) so that the form is shown again with what was typed.
     status, again, _ = await browser.post(
@@ -335,9 +338,7 @@ async def test_attachments(gw: RunningGateway, sink: MailSink, browser: Browser)
     reference = await notify(gw)
     async with gw.services() as s:
         created = await s.requests.create(reference, "EA", "t")
-    link = link_in((await asyncio.to_thread(sink.wait_for, 1))[0])
-    _, page, _ = await browser.get(link)
-    _, form_page, _ = await browser.post(link + "/open", {"csrf": csrf_of(page)})
+    link, form_page = await open_form(browser, sink)
     bad = answer_form(csrf_of(form_page))
     bad.add_field(
         "attachments",

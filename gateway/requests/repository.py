@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -130,6 +131,14 @@ class RequestsRepository:
         self.mail_from = mail_from
 
     async def notification(self, reference: str) -> NotificationDoc | None:
+        return await self._notification(notifications.c.reference == reference)
+
+    async def notification_by_id(self, notification_id: int) -> NotificationDoc:
+        found = await self._notification(notifications.c.id == notification_id)
+        assert found is not None, "a request always belongs to a stored notification"
+        return found
+
+    async def _notification(self, where: Any) -> NotificationDoc | None:
         query = select(
             notifications.c.id,
             notifications.c.reference,
@@ -138,24 +147,10 @@ class RequestsRepository:
             notifications.c.jti,
             notifications.c.key_id,
             notifications.c.payload,
-        ).where(notifications.c.reference == reference)
+        ).where(where)
         async with self.db.transaction() as conn:
             r = (await conn.execute(query)).first()
         return NotificationDoc(**r._mapping) if r else None
-
-    async def notification_by_id(self, notification_id: int) -> NotificationDoc:
-        query = select(
-            notifications.c.id,
-            notifications.c.reference,
-            notifications.c.agency,
-            notifications.c.status,
-            notifications.c.jti,
-            notifications.c.key_id,
-            notifications.c.payload,
-        ).where(notifications.c.id == notification_id)
-        async with self.db.transaction() as conn:
-            r = (await conn.execute(query)).one()
-        return NotificationDoc(**r._mapping)
 
     async def create(
         self,
