@@ -28,5 +28,8 @@ unit: install
 
 test: lint unit
 
+bench: install
+	$(BIN)/cmr-gateway-bench --out bench-results
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

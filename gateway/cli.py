@@ -13,15 +13,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway.accounts import cli as accounts_cli
+from gateway.backup import cli as backup_cli
 from gateway.cliutil import Parser, add_data_dir, command, group, run, settings_from
 from gateway.clock import Clock
 from gateway.errors import GatewayError, Unavailable, UsageError
+from gateway.meetings import cli as meetings_cli
 from gateway.reports import cli as reports_cli
 from gateway.requests import cli as requests_cli
+from gateway.retention import cli as retention_cli
 from gateway.settings import Settings, load_settings
 
 # Features that bring their own commands: each module has `register(subparsers)`.
 FEATURES: list[Callable[[Any], None]] = [requests_cli.register, reports_cli.register]
+FEATURES += [retention_cli.register, backup_cli.register]
+FEATURES += [accounts_cli.register]
+FEATURES += [meetings_cli.register]
 
 SETTINGS_TEMPLATE = """\
 # Settings of this gateway installation. Every key can also be given as an environment
@@ -179,7 +186,7 @@ async def serve(
 ) -> int:
     from aiohttp import web
 
-    from gateway.http.app import create_app
+    from gateway.http.app import CHANNELS, create_app
     from gateway.http.appkeys import LISTENERS
 
     app = create_app(settings, clock)
@@ -201,6 +208,8 @@ async def serve(
         host_api, host_web = _host(settings.api_host), _host(settings.web_host)
         announce(f"agency API (mutual TLS): https://{host_api}:{api_port}")
         announce(f"web listener:            https://{host_web}:{web_port}")
+        for channel in app.get(CHANNELS, []):
+            announce(channel.describe())
         announce(
             "To send the shipped example, in another terminal:\n"
             f"  cmr-gateway --data-dir {settings.data_dir} agency credentials PSNI "

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from adapters.formats import FormatRegistry, default_formats
+from gateway.accounts.repository import AccountsRepository
+from gateway.accounts.service import AccountsService, Policy, password_hasher
 from gateway.agencies.keys import AgencyKeyRepository
 from gateway.agencies.registry import AgencyRegistry
 from gateway.audit.repository import AuditRepository
@@ -19,12 +21,16 @@ from gateway.intake.service import IntakeMetrics, IntakeService
 from gateway.intake.validation import NotificationValidator
 from gateway.keys.datacipher import DataCipher
 from gateway.keys.keyring import Keyring
+from gateway.meetings.cases import CasesService
+from gateway.meetings.service import MeetingsService, build_meetings
 from gateway.outbox.repository import OutboxRepository
 from gateway.outbox.sender import OutboxSender
 from gateway.outbox.transports import FileTransport, MailTransport, SmtpTransport
 from gateway.requests.questions import QuestionSets
 from gateway.requests.repository import RequestsRepository
 from gateway.requests.service import RequestsService
+from gateway.secretariat.repository import SecretariatRepository
+from gateway.secretariat.service import SecretariatService
 from gateway.settings import Settings
 from gateway.storage.database import Database
 from gateway.workdays import WorkingDays
@@ -49,6 +55,10 @@ class Services:
     outbox: OutboxRepository
     sender: OutboxSender
     requests: RequestsService
+    accounts: AccountsService
+    secretariat: SecretariatService
+    meetings: MeetingsService
+    cases: CasesService
 
 
 def mail_transport(settings: Settings) -> MailTransport:
@@ -87,7 +97,7 @@ async def open_services(
     try:
         agency_keys = AgencyKeyRepository(db)
         audit = AuditRepository(db)
-        notifications = IntakeRepository(db)
+        notifications = IntakeRepository(db, settings.intake_group_commit == "on")
         cipher = DataCipher(lambda: keyring.current_data_kid, keyring.data_key)
         intake = IntakeService(
             clock=clock,
@@ -131,6 +141,9 @@ async def open_services(
         )
         if settings.auto_request_agencies:
             intake.on_accepted.append(requests.after_intake)
+        meetings, cases = build_meetings(
+            settings, clock, db, cipher, requests, agencies, workdays, sender.wake
+        )
         yield Services(
             settings,
             clock,
@@ -147,6 +160,32 @@ async def open_services(
             outbox,
             sender,
             requests,
+            accounts=AccountsService(
+                clock=clock,
+                repo=AccountsRepository(db),
+                cipher=cipher,
+                policy=Policy(
+                    idle=timedelta(minutes=settings.web_session_idle_minutes),
+                    max_age=timedelta(hours=settings.web_session_max_hours),
+                    setup_link=timedelta(hours=settings.web_setup_link_hours),
+                    max_failures=settings.web_login_max_failures,
+                    lockout=timedelta(minutes=settings.web_lockout_minutes),
+                ),
+                base_url=settings.web_base_url,
+                hasher=password_hasher(settings.web_password_memory_kib),
+            ),
+            secretariat=SecretariatService(
+                clock=clock,
+                repo=SecretariatRepository(db, cipher, settings.mail_from),
+                cipher=cipher,
+                agencies=agencies,
+                audit=audit,
+                requests=requests,
+                cases=cases,
+                meetings=meetings,
+            ),
+            meetings=meetings,
+            cases=cases,
         )
     finally:
         await db.dispose()

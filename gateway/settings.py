@@ -79,6 +79,37 @@ class Settings:
     respond_rate_per_minute: int = 30
     # Whether this process may run the scheduled jobs (one leader among all that may).
     scheduler: Literal["on", "off"] = "on"
+    # Channels besides the API (docs/channels.md). No drop folder unless a directory is given.
+    drop_dir: Path | None = None
+    drop_poll_seconds: int = 2
+    email_channel: Literal["on", "off"] = "off"
+    smtp_listen_host: str = "127.0.0.1"
+    smtp_listen_port: int = 8025
+    email_max_bytes: int = 2 * 1024 * 1024
+    # The gateway's own receiving address; mail to any other recipient is refused.
+    email_address: str = "notifications@cmr.sbni.example"
+    # Requests per minute per agency on the API: a token bucket in each process (0 = none).
+    api_rate_per_minute: int = 0
+    # Retention: days after a case closed, or after it last moved while not progressed, when
+    # its personal data is purged (the statistics stay); 0 keeps it for ever.
+    retention_closed_days: int = 2555
+    retention_not_progressed_days: int = 1095
+    # Where pg_dump and pg_restore are, for backups of a PostgreSQL installation (empty: PATH).
+    pg_bin_dir: Path | None = None
+    # People's accounts on the web listener (docs/web.md).
+    web_session_idle_minutes: int = 30
+    web_session_max_hours: int = 12
+    web_setup_link_hours: int = 72
+    web_login_max_failures: int = 5
+    web_lockout_minutes: int = 15
+    web_login_rate_per_minute: int = 20
+    # Argon2id memory per password hash (RFC 9106's second recommendation: 64 MiB, t=3, p=4).
+    web_password_memory_kib: int = 65536
+    # Intake writes concurrent notifications in one transaction per batch, each answered
+    # after that batch's commit (docs/performance.md); "off" gives each its own transaction.
+    intake_group_commit: Literal["on", "off"] = "on"
+    # The panel's meeting calendar and members (docs/meetings.md); empty: config/meetings.toml.
+    meetings_file: Path | None = None
     config_dir: Path = DEFAULT_CONFIG_DIR
     schemas_dir: Path = DEFAULT_SCHEMAS_DIR
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)

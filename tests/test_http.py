@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -78,13 +79,14 @@ async def test_shared_paths_answer_on_both_listeners(gateway: RunningGateway) ->
 async def test_readyz_reports_pending_migrations(gateway: RunningGateway) -> None:
     from gateway.storage import database
 
-    database.downgrade(gateway.settings.effective_database_url, "base")
+    # In a thread: the gateway serves on this loop, and DDL waits for its open transactions.
+    await asyncio.to_thread(database.downgrade, gateway.settings.effective_database_url, "base")
     async with gateway.web_session() as web, web.get("/readyz") as r:
         body = await r.json()
         assert r.status == 503
         assert r.headers["Retry-After"]
         assert body["checks"]["migrations"] == "pending"
-    database.upgrade(gateway.settings.effective_database_url)
+    await asyncio.to_thread(database.upgrade, gateway.settings.effective_database_url)
     async with gateway.web_session() as web, web.get("/readyz") as r:
         assert r.status == 200
 

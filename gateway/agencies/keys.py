@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from gateway.audit.chain import AuditEvent
 from gateway.audit.repository import append
 from gateway.errors import UsageError
+from gateway.storage.coalesce import Coalesce
 from gateway.storage.database import Database
 from gateway.storage.tables import agency_keys
 
@@ -63,21 +65,25 @@ def public_signing_jwk(raw: Any, allowed_algs: tuple[str, ...]) -> tuple[str, st
 class AgencyKeyRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Every intake asks for its key: concurrent lookups share one query (never a cache,
+        # so a revocation holds from the next lookup on, whichever process made it).
+        self._lookups: Coalesce[tuple[str, str], AgencyKey] = Coalesce(self._fetch)
 
     async def find(self, agency: str, kid: str) -> AgencyKey | None:
-        async with self.db.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(agency_keys).where(
-                        agency_keys.c.agency == agency, agency_keys.c.kid == kid
-                    )
-                )
-            ).one_or_none()
-        if row is None:
-            return None
-        return AgencyKey(
-            row.agency, row.kid, row.alg, json.loads(row.jwk), row.added_at, row.revoked_at
-        )
+        return await self._lookups.get((agency, kid))
+
+    async def _fetch(self, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], AgencyKey]:
+        wanted = set(keys)
+        query = select(agency_keys).where(agency_keys.c.kid.in_(sorted({k for _, k in wanted})))
+        # A read that never waits behind the intake writer, in one hand-off on SQLite.
+        rows = await self.db.run_read(lambda conn: conn.execute(query).all())
+        return {
+            (row.agency, row.kid): AgencyKey(
+                row.agency, row.kid, row.alg, json.loads(row.jwk), row.added_at, row.revoked_at
+            )
+            for row in rows
+            if (row.agency, row.kid) in wanted
+        }
 
     async def all_keys(self, agency: str | None = None) -> list[AgencyKey]:
         query = select(agency_keys).order_by(agency_keys.c.agency, agency_keys.c.added_at)

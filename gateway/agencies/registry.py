@@ -22,6 +22,9 @@ class Agency:
     name: str
     formats: frozenset[str]
     contact: str | None = None
+    # Registered sender addresses for the email channel (lower case). Spoofable: the signature
+    # inside the envelope is what authenticates; these only route a message to an agency.
+    senders: frozenset[str] = frozenset()
 
 
 class AgencyRegistry:
@@ -46,15 +49,34 @@ class AgencyRegistry:
             if not formats <= KNOWN_FORMATS:
                 raise SettingsError(f"agency {code} in {path} names an unknown format")
             override = local.pop(code, {})
-            if not isinstance(override, dict) or not set(override) <= {"contact", "formats"}:
-                raise SettingsError(f"setting 'agencies.{code}' may hold only contact and formats")
+            if not isinstance(override, dict) or not set(override) <= {
+                "contact",
+                "formats",
+                "senders",
+            }:
+                raise SettingsError(
+                    f"setting 'agencies.{code}' may hold only contact, formats and senders"
+                )
             narrowed = frozenset(override.get("formats", formats))
             if not narrowed <= formats:
                 raise SettingsError(f"setting 'agencies.{code}.formats' names a format not allowed")
             contact = override.get("contact")
             if contact is not None and (not isinstance(contact, str) or "@" not in contact):
                 raise SettingsError(f"setting 'agencies.{code}.contact' must be an email address")
-            agencies[code] = Agency(code, str(entry["name"]), narrowed, contact)
+            senders = override.get("senders", [])
+            if not isinstance(senders, list) or not all(
+                isinstance(a, str) and "@" in a for a in senders
+            ):
+                raise SettingsError(
+                    f"setting 'agencies.{code}.senders' must be a list of email addresses"
+                )
+            owned = frozenset(a.strip().lower() for a in senders)
+            for other in agencies.values():
+                if owned & other.senders:
+                    raise SettingsError(
+                        f"setting 'agencies.{code}.senders' names an address of {other.code}"
+                    )
+            agencies[code] = Agency(code, str(entry["name"]), narrowed, contact, owned)
         if local:
             raise SettingsError(f"setting 'agencies.{sorted(local)[0]}' names an unknown agency")
         return cls(agencies)

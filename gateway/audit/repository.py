@@ -4,10 +4,13 @@ a transaction: the head row is the last lock taken, which keeps lock order the s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
+import structlog
 from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.audit.chain import (
@@ -18,11 +21,33 @@ from gateway.audit.chain import (
     event_hash,
     verify_chain,
 )
-from gateway.storage.database import Database
+from gateway.errors import Unavailable
+from gateway.storage.database import Database, is_unavailable
 from gateway.storage.tables import audit_events, audit_head
+
+log = structlog.get_logger("gateway.audit")
+
+
+class AuditUnwritable(Unavailable):
+    """The audit event could not be written, so the change it records is rolled back with
+    it (fail closed). To a client it is an outage: 503 `unavailable`, try again later."""
+
+    def __init__(self) -> None:
+        super().__init__(retry_after=60, detail="the audit log cannot be written")
 
 
 async def append(conn: AsyncConnection, event: AuditEvent, at: datetime) -> int:
+    try:
+        return await _append(conn, event, at)
+    except DBAPIError as exc:
+        if is_unavailable(exc):
+            raise
+        # Loud: nothing that needs an audit event can happen until an operator fixes this.
+        log.error("audit_unwritable", action=event.action, error=type(exc.orig).__name__)
+        raise AuditUnwritable() from exc
+
+
+async def _append(conn: AsyncConnection, event: AuditEvent, at: datetime) -> int:
     head = (
         await conn.execute(
             select(audit_head.c.seq, audit_head.c.hash)
@@ -47,6 +72,52 @@ async def append(conn: AsyncConnection, event: AuditEvent, at: datetime) -> int:
     )
     await conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=digest))
     return seq
+
+
+def append_many(conn: Connection, events: Sequence[tuple[AuditEvent, datetime]]) -> list[int]:
+    """`append` for several events in order, on a synchronous connection (intake's group
+    commit writes a whole batch as one synchronous unit, see Database.run_transaction): one
+    read and one update of the head for all of them. The same rules: the caller's
+    transaction, last, fail closed."""
+    if not events:
+        return []
+    try:
+        return _append_many(conn, events)
+    except DBAPIError as exc:
+        if is_unavailable(exc):
+            raise
+        log.error("audit_unwritable", action=events[0][0].action, error=type(exc.orig).__name__)
+        raise AuditUnwritable() from exc
+
+
+def _append_many(conn: Connection, events: Sequence[tuple[AuditEvent, datetime]]) -> list[int]:
+    head = conn.execute(
+        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+    ).one()
+    seq, prev = int(head.seq), str(head.hash)
+    rows: list[dict[str, object]] = []
+    seqs: list[int] = []
+    for event, at in events:
+        seq += 1
+        seqs.append(seq)
+        details = details_json(event.details)
+        digest = event_hash(prev, seq, at, event.actor, event.action, event.subject, details)
+        rows.append(
+            {
+                "seq": seq,
+                "at": at,
+                "actor": event.actor,
+                "action": event.action,
+                "subject": event.subject,
+                "details": details,
+                "prev_hash": prev,
+                "hash": digest,
+            }
+        )
+        prev = digest
+    conn.execute(audit_events.insert(), rows)
+    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
+    return seqs
 
 
 class AuditRepository:

@@ -11,10 +11,13 @@ from typing import Literal
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from gateway.errors import GatewayError, NotFound, PayloadTooLarge
+from gateway.errors import GatewayError, NotFound, PayloadTooLarge, RateLimited, Unavailable
 from gateway.http.appkeys import CLOCK, LISTENERS, METRICS, PROXIES, SERVICES
 from gateway.http.tls import peer_agency
+from gateway.storage.database import is_unavailable
+from gateway.web.ratelimit import TokenBuckets
 
 log = structlog.get_logger("gateway.http")
 
@@ -24,6 +27,9 @@ Listener = Literal["api", "web"]
 REQUEST_ID = web.RequestKey("request_id", str)
 LISTENER = web.RequestKey("listener", str)
 AGENCY = web.RequestKey("agency", str)
+# Per agency on the API. In process memory: with N processes an agency gets up to N times
+# the setting (docs/operations.md); nothing else depends on it.
+API_LIMITS = web.AppKey("api_limits", TokenBuckets)
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -117,9 +123,16 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request[REQUEST_ID]
     try:
+        if request.content_type.startswith("multipart/") and "boundary=" not in (
+            request.headers.get("Content-Type", "").lower()
+        ):
+            raise BadRequest("a multipart body needs a boundary")
         return await handler(request)
     except GatewayError as exc:
         return problem_response(exc, request_id, request)
+    except HttpProcessingError:
+        # A malformed part of a body (its headers, its framing), found while a handler read it.
+        return problem_response(BadRequest("malformed request body"), request_id, request)
     except web.HTTPRequestEntityTooLarge:
         return problem_response(PayloadTooLarge(), request_id, request)
     except web.HTTPNotFound:
@@ -130,7 +143,12 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         if exc.status < 400:
             raise
         return problem_response(BadRequest(exc.reason), request_id, request)
-    except Exception:
+    except Exception as exc:
+        if is_unavailable(exc):
+            # A database error that escaped a repository's own mapping is still an outage,
+            # and the client should retry rather than give up.
+            log.warning("database_unavailable", error=type(exc).__name__)
+            return problem_response(Unavailable(), request_id, request)
         # The route's pattern, not the path: a path can hold a response link's token.
         route = request.match_info.route.resource
         log.exception("unhandled_error", route=route.canonical if route else "unmatched")
@@ -160,6 +178,9 @@ async def listener_guard(request: web.Request, handler: Handler) -> web.StreamRe
             raise ClientCertificateRequired()
         request[AGENCY] = agency
         structlog.contextvars.bind_contextvars(agency=agency)
+        wait = request.app[API_LIMITS].take(agency)
+        if wait:
+            raise RateLimited(wait)
     return await handler(request)
 
 

@@ -40,6 +40,7 @@ from gateway.intake.validation import NotificationValidator
 from gateway.keys.datacipher import DataCipher
 
 log = structlog.get_logger("gateway.intake")
+KEYRING_CHECK_SECONDS = 1.0
 
 
 class Keys(Protocol):
@@ -97,6 +98,25 @@ def _import_agency_key(key: AgencyKey) -> Key:
     return OKPKey.import_key(key.jwk) if key.jwk.get("kty") == "OKP" else ECKey.import_key(key.jwk)
 
 
+class _ImportedKeys:
+    """Parsed agency keys by their exact public members. Only the parsing is kept: whether
+    a key is registered and unrevoked is still asked of the database for every envelope."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self._keys: dict[tuple[str, tuple[tuple[str, str], ...]], Key] = {}
+        self._limit = limit
+
+    def get(self, key: AgencyKey) -> Key:
+        members = tuple(sorted((str(k), str(v)) for k, v in key.jwk.items()))
+        cache_key = (key.alg, members)
+        found = self._keys.get(cache_key)
+        if found is None:
+            if len(self._keys) >= self._limit:
+                self._keys.clear()
+            found = self._keys[cache_key] = _import_agency_key(key)
+        return found
+
+
 class IntakeService:
     def __init__(
         self,
@@ -127,6 +147,8 @@ class IntakeService:
         # Run after a new notification is committed (e.g. the intake rule for requests); a
         # failure is logged and never undoes the receipt, which is already durable.
         self.on_accepted: list[Callable[[str, str], Awaitable[object]]] = []
+        self._imported = _ImportedKeys()
+        self._keys_checked_at = -KEYRING_CHECK_SECONDS
 
     async def submit(
         self, agency: str, raw: bytes, request_id: str, channel: str = "api"
@@ -158,16 +180,24 @@ class IntakeService:
         self, agency: str, raw: bytes, envelope_sha256: str, request_id: str, channel: str
     ) -> SubmitResult:
         started = time.perf_counter()
-        self.keys.reload_if_changed()
+        # The keyring file is looked at once a second, not per envelope (a stat per request
+        # showed in the profile), and again whenever a key id is not known: a key that
+        # `keys rotate` made a moment ago is found at once.
+        if started >= self._keys_checked_at + KEYRING_CHECK_SECONDS:
+            self._keys_checked_at = started
+            self.keys.reload_if_changed()
         kid = self.opener.outer_kid(raw)
         enc_key = self.keys.decryption_key(kid)
+        if enc_key is None:
+            self.keys.reload_if_changed()
+            enc_key = self.keys.decryption_key(kid)
         if enc_key is None:
             raise EnvelopeRejected("unknown or retired gateway key id")
         inner = self.opener.decrypt(raw, enc_key)
         registered = await self.agency_keys.find(inner.issuer, inner.kid)
         if registered is None or registered.revoked_at is not None:
             raise EnvelopeRejected("signing key not registered or revoked for iss")
-        claims_raw = self.opener.verify(inner, _import_agency_key(registered), registered.alg)
+        claims_raw = self.opener.verify(inner, self._imported.get(registered), registered.alg)
         self.metrics.opened(time.perf_counter() - started)
         if inner.issuer != agency:
             raise AgencyMismatch()

@@ -17,6 +17,7 @@ import fcntl
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -36,6 +37,8 @@ from gateway.storage.database import sync_url
 log = structlog.get_logger("gateway.jobs")
 LONDON = ZoneInfo("Europe/London")
 ADVISORY_KEY = 0x434D5247  # "CMRG"
+# How long a stopping scheduler waits for its running jobs.
+DRAIN_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,12 @@ def default_jobs() -> list[JobSpec]:
             "gateway.requests.jobs:overdue_summary",
             CronTrigger(hour=8, minute=0, day_of_week="mon-fri", timezone=LONDON),
         ),
+        JobSpec(
+            "retention.purge",
+            "gateway.retention.jobs:purge",
+            CronTrigger(hour=2, minute=30, timezone=LONDON),
+        ),
+        JobSpec("meetings.tick", "gateway.meetings.jobs:tick", IntervalTrigger(minutes=15)),
     ]
 
 
@@ -86,6 +95,13 @@ class ContextExecutor(AsyncIOExecutor):  # type: ignore[misc]
 
     def _do_submit_job(self, job: Any, run_times: Any) -> None:
         super()._do_submit_job(_Bound(job, self.ctx), run_times)
+
+    async def drain(self) -> None:
+        """Let running jobs end. APScheduler's shutdown only cancels them without waiting, and
+        a job cancelled mid-query could outlive the database it was using."""
+        pending = [f for f in getattr(self, "_pending_futures", ()) if not f.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=DRAIN_SECONDS)
 
 
 class Leadership(Protocol):
@@ -179,14 +195,16 @@ class Scheduler:
         self.leadership = leadership or leadership_for(services)
         self.check_seconds = check_seconds
         self._aps: AsyncIOScheduler | None = None
+        self._executor: ContextExecutor | None = None
         self.is_leader = False
         self.on_leader: Callable[[bool], Awaitable[None] | None] | None = None
 
     def _start_aps(self) -> None:
         store = SQLAlchemyJobStore(url=sync_url(self.services.db.url), tablename="apscheduler_jobs")
+        self._executor = ContextExecutor(JobContext(self.services))
         aps = AsyncIOScheduler(
             jobstores={"default": store},
-            executors={"default": ContextExecutor(JobContext(self.services))},
+            executors={"default": self._executor},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
             timezone=LONDON,
         )
@@ -194,7 +212,9 @@ class Scheduler:
         for spec in self.jobs:
             aps.add_job(spec.func, spec.trigger, args=[CONTEXT], id=spec.id, replace_existing=True)
             # Catch up at once on whatever became due while no leader ran.
-            aps.modify_job(spec.id, next_run_time=self.services.clock.now())
+            # APScheduler keeps time by the system clock; the job asks the injected clock
+            # what is due, so a test clock set elsewhere in time must not delay the catch-up.
+            aps.modify_job(spec.id, next_run_time=datetime.now(UTC))
         self._aps = aps
 
     def _stop_aps(self) -> None:
@@ -203,15 +223,22 @@ class Scheduler:
                 self._aps.shutdown(wait=False)
             self._aps = None
 
+    async def _set_leader(self, value: bool) -> None:
+        self.is_leader = value
+        if self.on_leader is not None:
+            result = self.on_leader(value)
+            if result is not None:
+                await result
+
     async def _step(self) -> None:
         if not self.is_leader:
             if await self.leadership.acquire():
-                self.is_leader = True
                 log.info("scheduler_leader", pid=os.getpid())
                 self._start_aps()
+                await self._set_leader(True)
         elif not await self.leadership.still_held():
             log.warning("scheduler_leadership_lost")
-            self.is_leader = False
+            await self._set_leader(False)
             self._stop_aps()
 
     async def run(self) -> None:
@@ -224,9 +251,13 @@ class Scheduler:
                     log.exception("scheduler_step_failed")
                     self._stop_aps()
                     await self.leadership.release()
-                    self.is_leader = False
+                    await self._set_leader(False)
                 await asyncio.sleep(self.check_seconds)
         finally:
+            if self._aps is not None and self._executor is not None:
+                self._aps.pause()
+                await self._executor.drain()
             self._stop_aps()
             await self.leadership.release()
-            self.is_leader = False
+            with contextlib.suppress(Exception):
+                await self._set_leader(False)

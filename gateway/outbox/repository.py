@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.keys.datacipher import DataCipher
@@ -108,6 +108,16 @@ class OutboxRepository:
             )
             for r in rows
         ]
+
+    async def pending_count(self) -> int:
+        """Mail still to be delivered (due or waiting for its next attempt)."""
+        query = (
+            select(func.count())
+            .select_from(outbox)
+            .where(outbox.c.status.in_(("pending", "sending")))
+        )
+        async with self.db.transaction() as conn:
+            return int((await conn.execute(query)).scalar_one())
 
     async def delivered(self, conn: AsyncConnection, id: int, now: datetime) -> None:
         # The message is wiped: it may hold a live link, and it has done its job.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import timedelta
+from typing import Protocol
 
 import structlog
 
@@ -21,6 +22,19 @@ from gateway.outbox.transports import DeliveryFailed, MailTransport
 
 log = structlog.get_logger("gateway.outbox")
 LEASE = timedelta(minutes=5)
+
+
+class OutboxMetrics(Protocol):
+    def mail_pending(self, count: int) -> None: ...
+    def mail_failed(self) -> None: ...
+
+
+class NullOutboxMetrics:
+    def mail_pending(self, count: int) -> None:
+        pass
+
+    def mail_failed(self) -> None:
+        pass
 
 
 class OutboxSender:
@@ -40,6 +54,8 @@ class OutboxSender:
         self.max_attempts = max_attempts
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
+        # The HTTP app swaps in its Prometheus metrics; the command line keeps these.
+        self.metrics: OutboxMetrics = NullOutboxMetrics()
 
     def wake(self) -> None:
         self._wake.set()
@@ -50,6 +66,7 @@ class OutboxSender:
         while True:
             batch = await self.repo.claim_due(self.clock.now(), LEASE)
             if not batch:
+                self.metrics.mail_pending(await self.repo.pending_count())
                 return delivered
             for item in batch:
                 delivered += await self._deliver(item)
@@ -78,6 +95,8 @@ class OutboxSender:
                     await self.repo.retry_later(
                         conn, item.id, attempts, now + backoff(attempts), str(exc)
                     )
+            if final:
+                self.metrics.mail_failed()
             log.warning(
                 "mail_not_delivered",
                 outbox_id=item.id,

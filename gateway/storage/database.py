@@ -3,17 +3,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -21,6 +23,12 @@ from sqlalchemy.pool import NullPool
 from gateway.errors import Unavailable
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+READ_ONLY_OPTION = "cmr_read_only"
+# Threads (and connections) for synchronous units of work on SQLite: the intake writer and
+# the coalesced lookups, each of which has at most one unit under way.
+SQLITE_THREADS = 3
+
+T = TypeVar("T")
 
 
 def sync_url(url: str) -> str:
@@ -48,13 +56,27 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # A read (Database.read) takes no write lock: in WAL mode readers never wait for the
+    # writer, and a BEGIN IMMEDIATE would queue them behind it in SQLite's busy handler.
+    read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+# SQLSTATEs that say the server is away, shutting down, starting up, out of resources, or that
+# the transaction lost a race it may win when tried again: an outage to the client, not a bug.
+# Some drivers raise these as plain DBAPIError ("the database system is shutting down").
+_TRANSIENT_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "58", "40001", "40P01")
 
 
 def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError):
         return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return isinstance(state, str) and state.startswith(_TRANSIENT_SQLSTATES)
 
 
 class Database:
@@ -62,11 +84,14 @@ class Database:
         self.url = url
         parsed = make_url(url)
         self.dialect = "sqlite" if parsed.drivername.startswith("sqlite") else "postgresql"
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        # A pre-ping finds server connections that died; an SQLite file has none, and the
+        # ping is one more round trip to the driver's thread on every checkout.
+        kwargs: dict[str, Any] = {"pool_pre_ping": self.dialect == "postgresql"}
         if self.dialect == "postgresql":
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=10)
             kwargs["connect_args"] = {"timeout": 5, "command_timeout": 30}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self._sync: tuple[Engine, ThreadPoolExecutor] | None = None
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
@@ -76,6 +101,18 @@ class Database:
         """One transaction; committed when the block ends without an exception."""
         try:
             async with self.engine.begin() as conn:
+                yield conn
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise Unavailable() from exc
+            raise
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only unit of work: on SQLite a deferred transaction (no write lock)."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execution_options(**{READ_ONLY_OPTION: True})
                 yield conn
         except Exception as exc:
             if is_unavailable(exc):
@@ -101,8 +138,69 @@ class Database:
         except Exception:
             return False
 
+    # -- whole units of work as synchronous functions ------------------------------------------
+    #
+    # Through the async SQLite driver every statement is several hand-offs to the driver's
+    # thread (cursor, execute, fetch, close) and a transaction a few more; under load those
+    # hand-offs cost more than SQLite itself (docs/performance.md). A hot unit of work written
+    # as a function of a synchronous Connection runs on SQLite in one hand-off, in a thread of
+    # the Database's own with a synchronous engine on the same file (same pragmas, same BEGIN
+    # IMMEDIATE for writers), and elsewhere through the async connection's run_sync.
+
+    async def run_transaction(self, fn: Callable[[Connection], T]) -> T:
+        """`fn(conn)` in one transaction, committed when it returns."""
+        if self.dialect == "sqlite":
+            return await self._in_sqlite_thread(fn, read_only=False)
+        async with self.transaction() as conn:
+            return await conn.run_sync(fn)
+
+    async def run_read(self, fn: Callable[[Connection], T]) -> T:
+        """`fn(conn)` as a read-only unit of work (no write lock on SQLite)."""
+        if self.dialect == "sqlite":
+            return await self._in_sqlite_thread(fn, read_only=True)
+        async with self.read() as conn:
+            return await conn.run_sync(fn)
+
+    def _sqlite_threads(self) -> tuple[Engine, ThreadPoolExecutor]:
+        if self._sync is None:
+            engine = create_engine(
+                sync_url(self.url),
+                pool_size=SQLITE_THREADS,
+                max_overflow=0,
+                connect_args={"check_same_thread": False},
+            )
+            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin)
+            executor = ThreadPoolExecutor(SQLITE_THREADS, thread_name_prefix="sqlite-unit")
+            self._sync = (engine, executor)
+        return self._sync
+
+    async def _in_sqlite_thread(self, fn: Callable[[Connection], T], read_only: bool) -> T:
+        engine, executor = self._sqlite_threads()
+
+        def unit() -> T:
+            with engine.connect() as conn:
+                if read_only:
+                    conn.execution_options(**{READ_ONLY_OPTION: True})
+                with conn.begin():
+                    return fn(conn)
+
+        try:
+            # Once started the unit runs to its end: a caller that stops waiting does not
+            # stop a commit half-way (SQLite's own atomicity covers a killed process).
+            return await asyncio.get_running_loop().run_in_executor(executor, unit)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise Unavailable() from exc
+            raise
+
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._sync is not None:
+            engine, executor = self._sync
+            self._sync = None
+            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+            engine.dispose()
 
 
 def script_directory() -> ScriptDirectory:
@@ -117,7 +215,7 @@ def alembic_config(url: str) -> Config:
 
 
 def _run(url: str, fn: Any, *args: Any) -> None:
-    engine = create_engine(sync_url(url), poolclass=NullPool)
+    engine = _sync_engine(url)
     try:
         with engine.begin() as conn:
             cfg = alembic_config(url)
@@ -129,7 +227,7 @@ def _run(url: str, fn: Any, *args: Any) -> None:
 
 def is_current(url: str) -> bool:
     """Synchronously: is the database at the head migration? (False when unreachable.)"""
-    engine = create_engine(sync_url(url), poolclass=NullPool)
+    engine = _sync_engine(url)
     try:
         with engine.connect() as conn:
             heads = MigrationContext.configure(conn).get_current_heads()
@@ -138,6 +236,13 @@ def is_current(url: str) -> bool:
         return False
     finally:
         engine.dispose()
+
+
+def _sync_engine(url: str) -> Any:
+    # A serving gateway may hold SQLite's write lock for a moment: wait for it, as the async
+    # engine does, rather than failing a migration with "database is locked".
+    connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
+    return create_engine(sync_url(url), poolclass=NullPool, connect_args=connect_args)
 
 
 def upgrade(url: str, revision: str = "heads") -> None:

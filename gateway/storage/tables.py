@@ -287,3 +287,211 @@ job_runs = Table(
     Column("run_key", String(64), primary_key=True),
     Column("at", UTCDateTime(), nullable=False),
 )
+
+# People's accounts on the web listener (docs/web.md). A password only as its argon2id hash, the
+# TOTP secret encrypted with the data key, set-up links and session ids only as SHA-256 hashes.
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("email", String(200), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    # "pending" until set up from the link, then "active"; "disabled" ends every session.
+    Column("status", String(16), nullable=False),
+    Column("password_hash", String(200), nullable=True),
+    Column("totp_key_id", String(32), nullable=True),
+    Column("totp_secret", LargeBinary, nullable=True),
+    # A secret shown during set-up, kept until the first code from it confirms the enrolment.
+    Column("totp_pending", LargeBinary, nullable=True),
+    # The last time step accepted, so that a code seen over a shoulder cannot be used again.
+    Column("totp_last_step", BigInteger, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+account_setup_links = Table(
+    "account_setup_links",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Index("ix_account_setup_links_account_id", "account_id"),
+)
+
+account_sessions = Table(
+    "account_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    # "totp": the password was right and the second factor is awaited; "full": signed in.
+    Column("stage", String(8), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("last_seen_at", UTCDateTime(), nullable=False),
+    Index("ix_account_sessions_account_id", "account_id"),
+)
+
+# Failed sign-ins by the address typed, whether or not an account has it, so that the lockout
+# answer does not tell which addresses have accounts.
+account_login_failures = Table(
+    "account_login_failures",
+    metadata,
+    Column("email", String(200), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("locked_until", UTCDateTime(), nullable=True),
+    Column("last_failure_at", UTCDateTime(), nullable=False),
+)
+
+# -- panel meetings (gateway/meetings, docs/meetings.md) -----------------------------------------
+
+# A meeting of the Case Management Review Panel. Those from the calendar file have source
+# "config" and follow it; one moved on the command line becomes "manual" and is left alone.
+meetings = Table(
+    "meetings",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("public_id", String(24), nullable=False, unique=True),
+    # scheduled | extra | reconvened
+    Column("kind", String(16), nullable=False),
+    Column("source", String(16), nullable=False),
+    # planned | compiled | issued | held | inquorate
+    Column("status", String(16), nullable=False),
+    Column("starts_at", UTCDateTime(), nullable=False),
+    Column("duration_minutes", Integer, nullable=False),
+    Column("place", String(300), nullable=True),
+    Column("online_link", String(500), nullable=True),
+    Column("cut_off_on", Date, nullable=False),
+    Column("notice_by_on", Date, nullable=False),
+    Column("notice_sent_at", UTCDateTime(), nullable=True),
+    # The iCalendar UID stays for the meeting's life; SEQUENCE counts its moves.
+    Column("ics_uid", String(200), nullable=False),
+    Column("ics_sequence", Integer, nullable=False),
+    # For a reconvened meeting: the inquorate one it continues.
+    Column("reconvenes_id", BigId, ForeignKey("meetings.id"), nullable=True),
+    Column("requisitioned_on", Date, nullable=True),
+    # JSON list of the member ids who requisitioned it.
+    Column("requisitioned_by", Text, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index("ix_meetings_starts_at", "starts_at"),
+)
+
+# Versions of a meeting's agenda: draft -> issued. The content is the panel pack's case detail
+# (Reg 17 facts, summaries of the agencies' answers): encrypted like a notification's payload.
+agendas = Table(
+    "agendas",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("meeting_id", BigId, ForeignKey("meetings.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    # draft | issued
+    Column("status", String(16), nullable=False),
+    Column("compiled_at", UTCDateTime(), nullable=False),
+    Column("compiled_by", String(200), nullable=False),
+    Column("issued_at", UTCDateTime(), nullable=True),
+    Column("issued_by", String(200), nullable=True),
+    Column("key_id", String(32), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    UniqueConstraint("meeting_id", "version", name="uq_agendas_meeting_id_version"),
+)
+
+# A case put for decision on a meeting (sections "new" and "deferred"), and the panel's outcome
+# on it. A case has at most one undecided placement on a meeting not yet held.
+agenda_items = Table(
+    "agenda_items",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("meeting_id", BigId, ForeignKey("meetings.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "notification_id",
+        BigId,
+        ForeignKey("notifications.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("section", String(16), nullable=False),
+    # Times the case had been deferred before this placement.
+    Column("deferral_count", Integer, nullable=False),
+    Column("carried_from_id", BigId, ForeignKey("meetings.id"), nullable=True),
+    Column("placed_at", UTCDateTime(), nullable=False),
+    Column("placed_by", String(200), nullable=False),
+    # recommend | do_not_recommend | defer | request_information | withdrawn; null until decided
+    Column("outcome", String(24), nullable=True),
+    # JSON {"for": [member ids], "against": [...], "abstain": [...]} and the members with an
+    # interest declared in this item (who did not vote).
+    Column("votes", Text, nullable=True),
+    Column("interests", Text, nullable=True),
+    Column("casting_vote", String(8), nullable=True),
+    Column("decided_at", UTCDateTime(), nullable=True),
+    # The rationale (for a deferral, its reason): encrypted, it may name people.
+    Column("key_id", String(32), nullable=True),
+    Column("rationale", LargeBinary, nullable=True),
+    UniqueConstraint("meeting_id", "notification_id", name="uq_agenda_items_meeting_id_case"),
+    Index("ix_agenda_items_notification_id", "notification_id"),
+)
+
+# What happened at a meeting: who was present, whether it was quorate, and the record file as
+# given (encrypted: the natures of interests and the rationales are in it).
+meeting_records = Table(
+    "meeting_records",
+    metadata,
+    Column(
+        "meeting_id",
+        BigId,
+        ForeignKey("meetings.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    Column("recorded_by", String(200), nullable=False),
+    # quorate | inquorate
+    Column("result", String(16), nullable=False),
+    Column("members", Integer, nullable=False),
+    Column("quorum", Integer, nullable=False),
+    Column("chair", String(32), nullable=False),
+    # JSON list of the member ids present.
+    Column("present", Text, nullable=False),
+    Column("reconvened_id", BigId, ForeignKey("meetings.id"), nullable=True),
+    Column("record_sha256", String(64), nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+)
+
+# Reasons people give for a change to a case (a withdrawal), kept encrypted: free text may name
+# people, and audit details are in clear.
+case_notes = Table(
+    "case_notes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "notification_id",
+        BigId,
+        ForeignKey("notifications.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("kind", String(32), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Index("ix_case_notes_notification_id", "notification_id"),
+)
+
+# Cases whose personal data the retention job purged (gateway/retention): the row stays for
+# the statistics, its payload becomes an empty encrypted document, and this says when and why.
+retention_purges = Table(
+    "retention_purges",
+    metadata,
+    Column(
+        "notification_id",
+        BigId,
+        ForeignKey("notifications.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("purged_at", UTCDateTime(), nullable=False),
+    # "closed" or "not_progressed"
+    Column("reason", String(32), nullable=False),
+    Column("status", String(32), nullable=False),
+)

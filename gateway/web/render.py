@@ -27,6 +27,15 @@ def setup(app: web.Application) -> None:
     static.listeners = frozenset({"web"})  # type: ignore[attr-defined]
 
 
+def add_templates(app: web.Application, prefix: str, folder: Path) -> None:
+    """A feature's own templates, named "prefix/name.html"; they extend the shared base.html."""
+    env = aiohttp_jinja2.get_env(app)
+    assert env.loader is not None
+    env.loader = jinja2.ChoiceLoader(
+        [env.loader, jinja2.PrefixLoader({prefix: jinja2.FileSystemLoader(str(folder))})]
+    )
+
+
 def page(
     request: web.Request, template: str, context: dict[str, Any], status: int = 200
 ) -> web.Response:

@@ -1,0 +1,1 @@
+"""People's accounts on the web listener: set-up links, passwords, TOTP, lockout, sessions."""

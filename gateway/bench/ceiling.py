@@ -1,0 +1,68 @@
+"""The ceiling: how many pre-sealed envelopes one core opens per second with the gateway's own
+opener (EnvelopeOpener: the same joserfc registries, header checks and claim checks), the
+installation's own gateway key and the agency's registered key. The ingest figure is read
+against it: the gateway also speaks HTTP and TLS, validates, encrypts, signs and stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import timedelta
+from typing import Any
+
+from joserfc.jwk import OKPKey
+
+from gateway.bench.harness import Installation
+from gateway.bench.loadgen import seal_envelopes
+from gateway.clock import SystemClock
+from gateway.intake.envelope import EnvelopeOpener
+from gateway.keys.keyring import Keyring
+
+
+def measure(
+    installation: Installation, seconds: float, distinct: int = 500, cpu: int | None = 0
+) -> dict[str, Any]:
+    settings = installation.settings
+    keyring = Keyring(settings.keys_dir, SystemClock(), timedelta(days=settings.key_overlap_days))
+    opener = EnvelopeOpener(
+        settings.max_body_bytes, settings.signing_algorithms, settings.clock_skew_seconds
+    )
+    raw = json.loads((installation.credentials / "signing-key.jwk").read_text())
+    public = OKPKey.import_key({k: v for k, v in raw.items() if k not in ("d",)})
+    envelopes = seal_envelopes(installation.credentials, distinct, os.cpu_count() or 1)
+    payload_bytes = len(envelopes[0])
+
+    def open_one(envelope: bytes) -> None:
+        key = keyring.decryption_key(opener.outer_kid(envelope))
+        assert key is not None
+        inner = opener.decrypt(envelope, key)
+        claims = opener.verify(inner, public, "Ed25519")
+        opener.check_claims(claims)
+
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if cpu is not None and before is not None and cpu in before and len(before) > 1:
+        os.sched_setaffinity(0, {cpu})
+    try:
+        for envelope in envelopes[:50]:  # warm caches and the allocator
+            open_one(envelope)
+        count = 0
+        started = time.perf_counter()
+        cpu_started = time.process_time()
+        deadline = started + seconds
+        while time.perf_counter() < deadline:
+            for envelope in envelopes:
+                open_one(envelope)
+            count += len(envelopes)
+        elapsed = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started
+    finally:
+        if before is not None:
+            os.sched_setaffinity(0, before)
+    return {
+        "opened": count,
+        "seconds": round(elapsed, 3),
+        "per_second": round(count / elapsed, 1),
+        "cpu_per_second": round(count / cpu_seconds, 1) if cpu_seconds else None,
+        "envelope_bytes": payload_bytes,
+    }

@@ -1,0 +1,1 @@
+"""The secretariat's, panel members' and administrators' pages on the web listener."""
