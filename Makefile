@@ -23,7 +23,14 @@ lint: install
 	$(BIN)/ruff format --check gateway adapters tests
 	$(BIN)/mypy
 
-unit: install
+AXE := tests/a11y/node_modules/axe-core/axe.min.js
+
+# axe-core from the npm registry, for the accessibility check of the pages.
+$(AXE): tests/a11y/package-lock.json
+	npm --prefix tests/a11y ci --no-audit --no-fund --silent
+	touch $@
+
+unit: install $(AXE)
 	$(BIN)/pytest -n 2 -q
 
 test: lint unit
