@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -90,10 +90,20 @@ def append_many(conn: Connection, events: Sequence[tuple[AuditEvent, datetime]])
         raise AuditUnwritable() from exc
 
 
+# Built once: constructing them was half the cost of a small batch's audit writes.
+_HEAD_FOR_UPDATE = (
+    select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+)
+_INSERT_EVENTS = audit_events.insert()
+_SET_HEAD = (
+    update(audit_head)
+    .where(audit_head.c.id == 1)
+    .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"))
+)
+
+
 def _append_many(conn: Connection, events: Sequence[tuple[AuditEvent, datetime]]) -> list[int]:
-    head = conn.execute(
-        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
-    ).one()
+    head = conn.execute(_HEAD_FOR_UPDATE).one()
     seq, prev = int(head.seq), str(head.hash)
     rows: list[dict[str, object]] = []
     seqs: list[int] = []
@@ -115,8 +125,8 @@ def _append_many(conn: Connection, events: Sequence[tuple[AuditEvent, datetime]]
             }
         )
         prev = digest
-    conn.execute(audit_events.insert(), rows)
-    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
+    conn.execute(_INSERT_EVENTS, rows)
+    conn.execute(_SET_HEAD, {"b_seq": seq, "b_hash": prev})
     return seqs
 
 

@@ -118,7 +118,7 @@ class Bench:
 
     def open(self, gw: GatewayProcess, rate: int) -> dict[str, Any]:
         a = self.args
-        warmup = min(a.warmup_seconds, 1.0)
+        warmup = a.warmup_seconds
         return run_loadgen(
             gw,
             [

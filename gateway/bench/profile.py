@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -50,29 +51,49 @@ def top(collapsed: str, n: int = 25) -> tuple[int, list[tuple[str, float, float]
     return total, rows
 
 
-def event_loop_only(collapsed: str) -> str:
-    """The samples of the thread that runs the event loop: the gateway's one busy thread
-    (the database driver's threads mostly wait for it or for SQLite)."""
-    return "\n".join(line for line in collapsed.splitlines() if "run_forever" in line)
+def split_threads(collapsed: str) -> tuple[str, str]:
+    """(the event loop's samples, the other threads' samples). Recorded with --threads, each
+    stack starts with "thread (TID): NAME"; the event loop runs in MainThread."""
+    loop: list[str] = []
+    others: list[str] = []
+    for line in collapsed.splitlines():
+        first = line.split(";", 1)[0]
+        (loop if "MainThread" in first or "run_forever" in line else others).append(line)
+    return "\n".join(loop), "\n".join(others)
+
+
+def _table(collapsed: str, n: int) -> list[str]:
+    # The trunk every sample shares (runpy, asyncio.run, the thread's bootstrap) says nothing.
+    _, rows = top(collapsed, n + 15)
+    rows = [row for row in rows if row[1] < 99.5][:n]
+    lines = ["| function | on stack | self |", "|---|---:|---:|"]
+    lines += [f"| `{name}` | {inc:.1f}% | {own:.1f}% |" for name, inc, own in rows]
+    return lines
 
 
 def markdown(collapsed: str, n: int = 25) -> str:
-    everything, _ = top(collapsed, 1)
-    loop = event_loop_only(collapsed)
-    total, rows = top(loop, n)
-    lines = [
-        f"{total} samples of the event-loop thread ({everything} of all threads); "
-        "share of those samples with the function on the stack, and at its top:",
-        "",
-        "| function | on stack | self |",
-        "|---|---:|---:|",
-    ]
-    lines += [f"| `{name}` | {inc:.1f}% | {own:.1f}% |" for name, inc, own in rows]
-    return "\n".join(lines)
+    loop, others = split_threads(collapsed)
+    loop_total, _ = top(loop, 1)
+    other_total, _ = top(others, 1)
+    return "\n".join(
+        [
+            f"Event-loop thread: {loop_total} samples (share of them with the function on the "
+            "stack, and at its top):",
+            "",
+            *_table(loop, n),
+            "",
+            f"Other threads (SQLite units, driver threads): {other_total} samples (py-spy counts "
+            "a thread waiting for the GIL or its queue as active, so these overlap the above):",
+            "",
+            *_table(others, n // 2),
+        ]
+    )
 
 
 def py_spy() -> str | None:
-    return shutil.which("py-spy")
+    # Installed into the virtualenv beside this Python, which need not be on PATH.
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
 def record(pid: int, seconds: float, out: Path, rate: int = 200) -> subprocess.Popen[bytes]:
@@ -90,6 +111,7 @@ def record(pid: int, seconds: float, out: Path, rate: int = 200) -> subprocess.P
             str(max(1, round(seconds))),
             "--rate",
             str(rate),
+            "--threads",
             "--format",
             "raw",
             "--output",

@@ -92,6 +92,10 @@ _SET_COUNTER = (
     .where(reference_counters.c.year == bindparam("b_year"))
     .values(last_number=bindparam("b_number"))
 )
+_INSERT_RETURNING_IDS = notifications.insert().returning(
+    notifications.c.id, sort_by_parameter_order=True
+)
+_INSERT_CHILDREN = notification_children.insert()
 # Two IN lists, not a row-value IN: SQLite answers `(agency, jti) IN (VALUES ...)` by scanning
 # the whole index, and these by searching it. The pairs are then matched exactly.
 _STORED_KEYS = select(notifications.c.agency, notifications.c.jti).where(
@@ -303,10 +307,7 @@ class IntakeRepository:
             outcomes[index] = StoredReceipt(reference, receipt, item.new.envelope_sha256)
         if rows:
             self._save_counters(conn, last, numbers)
-            ids = conn.execute(
-                notifications.insert().returning(notifications.c.id, sort_by_parameter_order=True),
-                rows,
-            ).scalars()
+            ids = conn.execute(_INSERT_RETURNING_IDS, rows).scalars()
             children = [
                 {
                     "notification_id": notification_id,
@@ -318,7 +319,7 @@ class IntakeRepository:
                 for position, child in enumerate(items[index].new.children)
             ]
             if children:
-                conn.execute(notification_children.insert(), children)
+                conn.execute(_INSERT_CHILDREN, children)
             append_many(conn, events)
         done = [outcome for outcome in outcomes if outcome is not None]
         assert len(done) == len(items)  # every item has its outcome, in order

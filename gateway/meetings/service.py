@@ -560,8 +560,8 @@ class MeetingsService:
                 )
             if row.status != lc.ON_AGENDA:
                 transitions.append(Transition(row.id, reference, row.status, lc.ON_AGENDA, why))
-        # Undecided placements here of cases that are no longer this meeting's business
-        # (withdrawn, say): dropped, and shown as removed against the issued version.
+        # Undecided placements here of cases that are no longer this meeting's business (sent
+        # back to gathering, say): dropped, and listed as removed against the issued version.
         remove = [
             p.id
             for row in rows
@@ -757,7 +757,6 @@ class MeetingsService:
             if s["id"] in ag.DECISION_SECTIONS
             for item in s["items"]
         ]
-        rows = {r.reference: r for r in await self.repo.cases(references=decision_refs)}
         items = {i["reference"]: i for i in document.get("items", [])}
         if len(items) != len(document.get("items", [])):
             problems.append("an item is recorded twice")
@@ -778,58 +777,9 @@ class MeetingsService:
             if not problems:
                 reconvened = self._reconvened(m, document.get("reconvene_at"), problems)
         else:
-            for ref in items:
-                if ref not in decision_refs:
-                    problems.append(f"{ref} is not an item for decision on the issued agenda")
-            for ref in decision_refs:
-                row = rows.get(ref)
-                item = items.get(ref)
-                placement = (
-                    next(
-                        (p for p in row.placements if p.meeting_id == m.id and p.outcome is None),
-                        None,
-                    )
-                    if row
-                    else None
-                )
-                if row is None or placement is None:
-                    continue  # withdrawn since the issue: nothing left to decide
-                if item is None:
-                    problems.append(f"{ref}: no outcome recorded (defer it if it was not reached)")
-                    continue
-                problems += [
-                    f"{ref}: {p}"
-                    for p in self._item_problems(item, present, interests.get(ref, set()), chair)
-                ]
-                outcome = item["outcome"]
-                outcomes[ref] = outcome
-                key_id, rationale = self.cipher.encrypt(
-                    item["rationale"].encode(), _item_aad(placement.id)
-                )
-                decisions.append(
-                    Decision(
-                        placement.id,
-                        outcome,
-                        {w: list(item["votes"].get(w, [])) for w in ("for", "against", "abstain")}
-                        if "votes" in item
-                        else None,
-                        sorted(interests.get(ref, set())),
-                        item.get("casting_vote"),
-                        key_id,
-                        rationale,
-                    )
-                )
-                if problems:
-                    continue
-                why = f"{rules.OUTCOME_STATE[outcome]} at {m.public_id}"
-                transitions.append(
-                    Transition(
-                        row.id, ref, row.status, lc.CONSIDERED, f"considered at {m.public_id}"
-                    )
-                )
-                transitions.append(
-                    Transition(row.id, ref, lc.CONSIDERED, rules.OUTCOME_STATE[outcome], why)
-                )
+            decisions, transitions, outcomes = await self._decisions(
+                m, decision_refs, items, present, interests, problems
+            )
         if problems:
             raise RecordInvalid(problems)
         key_id, payload = self.cipher.encrypt(
@@ -881,6 +831,73 @@ class MeetingsService:
             outcomes,
             reconvened.public_id if reconvened else None,
         )
+
+    async def _decisions(
+        self,
+        m: Meeting,
+        decision_refs: Sequence[str],
+        items: Mapping[str, Mapping[str, Any]],
+        present: Sequence[str],
+        interests: Mapping[str, set[str]],
+        problems: list[str],
+    ) -> tuple[list[Decision], list[Transition], dict[str, str]]:
+        """The outcome of each item for decision of a quorate meeting, checked; what is wrong
+        goes into `problems`."""
+        chair = self.calendar.chair.id
+        rows = {r.reference: r for r in await self.repo.cases(references=decision_refs)}
+        problems += [
+            f"{ref} is not an item for decision on the issued agenda"
+            for ref in items
+            if ref not in decision_refs
+        ]
+        decisions: list[Decision] = []
+        transitions: list[Transition] = []
+        outcomes: dict[str, str] = {}
+        for ref in decision_refs:
+            row = rows.get(ref)
+            placement = (
+                next(
+                    (p for p in row.placements if p.meeting_id == m.id and p.outcome is None), None
+                )
+                if row
+                else None
+            )
+            if row is None or placement is None:
+                continue  # withdrawn since the issue: nothing left to decide
+            item = items.get(ref)
+            if item is None:
+                problems.append(f"{ref}: no outcome recorded (defer it if it was not reached)")
+                continue
+            interested = interests.get(ref, set())
+            found = self._item_problems(item, present, interested, chair)
+            problems += [f"{ref}: {p}" for p in found]
+            if found:
+                continue
+            outcome = item["outcome"]
+            outcomes[ref] = outcome
+            key_id, rationale = self.cipher.encrypt(
+                item["rationale"].encode(), _item_aad(placement.id)
+            )
+            item_votes = item.get("votes")
+            decisions.append(
+                Decision(
+                    placement.id,
+                    outcome,
+                    {w: list(item_votes.get(w, [])) for w in ("for", "against", "abstain")}
+                    if item_votes is not None
+                    else None,
+                    sorted(interested),
+                    item.get("casting_vote"),
+                    key_id,
+                    rationale,
+                )
+            )
+            wanted = rules.OUTCOME_STATE[outcome]
+            transitions += [
+                Transition(row.id, ref, row.status, lc.CONSIDERED, f"considered at {m.public_id}"),
+                Transition(row.id, ref, lc.CONSIDERED, wanted, f"{wanted} at {m.public_id}"),
+            ]
+        return decisions, transitions, outcomes
 
     def _item_problems(
         self, item: Mapping[str, Any], present: Sequence[str], interested: set[str], chair: str
