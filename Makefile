@@ -35,8 +35,12 @@ unit: install $(AXE)
 
 test: lint unit
 
-bench: install
-	$(BIN)/cmr-gateway-bench --out bench-results
+$(BIN)/py-spy: $(BIN)/cmr-gateway
+	$(BIN)/pip install -q -e '.[test,bench]'
+
+# BENCH_ARGS=--profile adds a py-spy profile of the gateway under closed-loop load.
+bench: install $(BIN)/py-spy
+	$(BIN)/cmr-gateway-bench --out bench-results $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

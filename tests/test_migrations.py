@@ -33,6 +33,11 @@ def test_upgrade_downgrade_upgrade(database_url: str, tmp_path: object) -> None:
     assert _tables(url) == set(metadata.tables)
 
 
+def test_one_head() -> None:
+    # Branches are merged before a release: a new migration must have exactly one parent.
+    assert len(database.script_directory().get_heads()) == 1
+
+
 def test_no_model_change_without_a_migration(database_url: str, tmp_path: object) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext

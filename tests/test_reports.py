@@ -211,6 +211,11 @@ def test_leap_day_birthday_is_reached_on_1_march() -> None:
         ({"child_gender": ""}, "column child_gender: is required"),
         ({"reference": ""}, "column reference: is required"),
         ({"reference": "R" * 65}, "column reference: is longer than 64 characters"),
+        (
+            {"reference": "cmrn-2027-0001"},
+            "column reference: is in the gateway's own form CMRN-YYYY-NNNN: give the earlier "
+            "system's",
+        ),
         ({"incident_date": "2023-05-03"}, "column incident_date: is after received_on"),
         (
             {"board_considered_on": "2023-05-01"},

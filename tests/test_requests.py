@@ -279,6 +279,35 @@ async def test_revoke_and_reissue(gw: RunningGateway, sink: MailSink, browser: B
     assert (await browser.get(new))[0] == 200
 
 
+async def test_withdrawing_the_notification_closes_its_open_requests(
+    gw: RunningGateway, sink: MailSink, browser: Browser
+) -> None:
+    reference = await notify(gw)
+    async with gw.services() as s:
+        answered = await s.requests.create(reference, "PSNI", "t")
+        open_one = await s.requests.create(reference, "EA", "t")
+    links = {m["To"]: link_in(m) for m in await asyncio.to_thread(sink.wait_for, 2)}
+    _, page, _ = await browser.get(links["cmr@psni.example"])
+    status, _, _ = await browser.post(
+        links["cmr@psni.example"],
+        {"csrf": csrf_of(page), "action": "decline", "reason": "No records."},
+    )
+    assert status == 200
+    async with gw.services() as s:
+        await s.cases.withdraw(reference, "Withdrawn: Kieran Markerson was not involved.", "t")
+    assert await request_status(gw, open_one.public_id) == "revoked"
+    assert await request_status(gw, answered.public_id) == "declined"
+    assert (await browser.get(links["cmr@ea.example"]))[0] == 410
+    told = (await asyncio.to_thread(sink.wait_for, 3))[2]
+    assert told["To"] == "cmr@ea.example"
+    assert open_one.public_id in told["Subject"] and "no longer needed" in text_of(told)
+    assert "Markerson" not in told.as_string()
+    # Only the open request's agency is told: the one that already declined gets nothing more.
+    async with gw.services() as s:
+        withdrawn = [e for e in await s.outbox.entries() if e.kind == "request_withdrawn"]
+    assert [(e.recipient, e.about) for e in withdrawn] == [("cmr@ea.example", open_one.public_id)]
+
+
 async def test_smtp_down_then_back(gw: RunningGateway, sink: MailSink) -> None:
     sink.stop()
     reference = await notify(gw)

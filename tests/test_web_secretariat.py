@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -235,6 +236,48 @@ async def test_hostile_text_from_agencies_and_answers_is_inert(gw: RunningGatewa
         page = await clerk.get(f"/cases/{reference}")
         assert page.status == 200, page.html
     assert_inert(page.html, [*planted, *answer.values(), *extra.values(), filename, declined])
+
+
+async def test_answer_attachments_download_from_the_case_file(gw: RunningGateway) -> None:
+    reference = await notify(gw)
+    other = await notify(gw)
+    data = b"%PDF-1.4\n% chronology of contact\n"
+    name = 'Chronología "final";\r\nX-Evil: 1.pdf'
+    async with gw.services() as s:
+        created = await s.requests.create(reference, "EA", "cli:test")
+        await s.requests.submit(
+            created.link.rsplit("/", 1)[1],
+            Answer(known="yes", summary="See the chronology.", respondent_name="A. Officer"),
+            [Upload(name, "application/pdf", data)],
+        )
+        answer = await s.requests.read_answer(created.public_id)
+    assert answer is not None
+    att = answer["attachments"][0]["id"]
+    path = f"/cases/{reference}/requests/{created.public_id}/attachments/{att}"
+    async with signed_in(gw, "clerk@sbni.example", "secretariat") as clerk:
+        page = await clerk.get(f"/cases/{reference}")
+        assert f'href="{path}"' in page.html
+        status, body, headers = await clerk.get_bytes(path)
+        assert status == 200 and body == data
+        assert headers["Content-Type"] == "application/pdf"
+        disposition = headers["Content-Disposition"]
+        assert disposition.startswith('attachment; filename="Chronolog_a _final__')
+        assert "filename*=UTF-8''Chronolog%C3%ADa%20%22final%22%3B%0D%0AX-Evil" in disposition
+        assert "X-Evil" not in headers and headers["Cache-Control"] == "no-store"
+        assert headers["Content-Security-Policy"] == "sandbox"
+        # Only through its own notification, and only attachments that exist.
+        assert (await clerk.get_bytes(path.replace(reference, other)))[0] == 404
+        assert (await clerk.get_bytes(path[: -len(str(att))] + str(att + 99)))[0] == 404
+        assert (await clerk.get_bytes(path[: -len(str(att))] + "x1"))[0] == 404
+    async with signed_in(gw, "member@sbni.example", "panel") as member:
+        assert (await member.get_bytes(path))[0] == 403
+    async with gw.services() as s:
+        events = await s.secretariat.audit.events(reference)
+    seen = [e for e in events if e.action == "notification.viewed"]
+    assert any(
+        json.loads(e.details).get("what") == "attachment" and "clerk@sbni.example" in e.actor
+        for e in seen
+    ), seen
 
 
 MEMBER = "ciara.sample@sbni.example"  # "ea" in config/meetings.toml

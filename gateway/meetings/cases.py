@@ -137,7 +137,8 @@ class CasesService:
         return await self.case(reference)
 
     async def withdraw(self, reference: str, reason: str, actor: str) -> CaseView:
-        """Withdrawn (by the notifying agency or the panel). It leaves any agenda not yet held;
+        """Withdrawn (by the notifying agency or the panel). It leaves any agenda not yet held
+        and revokes its open information requests (the agencies are told no answer is needed);
         the reason may name people, so it is stored encrypted and kept out of the audit log."""
         if not reason.strip():
             raise Refused("give the reason for withdrawing")
@@ -146,6 +147,7 @@ class CasesService:
         key_id, payload = self.cipher.encrypt(
             reason.strip()[:MAX_REASON].encode(), _note_aad(row.id)
         )
+        revoke, events, mails = await self.requests.closing_on_withdrawal(reference, actor)
         await self.repo.change_case(
             [t],
             actor,
@@ -156,7 +158,12 @@ class CasesService:
                 for p in row.placements
                 if p.outcome is None and p.meeting_status in OPEN_STATUSES
             ],
+            events=events,
+            revoke_requests=revoke,
+            mails=mails,
         )
+        if mails:
+            self.requests.wake_outbox()
         return await self.case(reference)
 
     async def notes(self, reference: str) -> list[dict[str, Any]]:

@@ -25,12 +25,14 @@ from gateway.lifecycle import Transition
 from gateway.meetings.model import OPEN_STATUSES, CaseOutcome, Meeting, MeetingConflict
 from gateway.outbox.model import OutgoingMail
 from gateway.outbox.repository import enqueue
+from gateway.requests.repository import OPEN_STATES as REQUEST_OPEN_STATES
 from gateway.storage.database import Database
 from gateway.storage.tables import (
     agenda_items,
     agendas,
     case_notes,
     case_outcomes,
+    information_requests,
     meeting_records,
     meetings,
     notification_children,
@@ -587,9 +589,12 @@ class MeetingsRepository:
         unplace: Collection[int] = (),
         outcome: dict[str, Any] | None = None,
         events: Sequence[AuditEvent] = (),
+        revoke_requests: Collection[int] = (),
+        mails: Sequence[OutgoingMail] = (),
     ) -> None:
         """One change to a case, all or nothing: its transitions, a note with the reason, a
-        placement on a meeting (replacing undecided ones on others), the Board-level record."""
+        placement on a meeting (replacing undecided ones on others), the Board-level record,
+        information requests it closes and the mails that say so."""
         notification_id = transitions[0].notification_id if transitions else None
         if notification_id is None and note is not None:
             notification_id = note.notification_id
@@ -633,6 +638,16 @@ class MeetingsRepository:
                 )
             if outcome is not None and notification_id is not None:
                 await self._upsert_outcome(conn, notification_id, outcome, at)
+            if revoke_requests:
+                await conn.execute(
+                    update(information_requests)
+                    .where(
+                        information_requests.c.id.in_(list(revoke_requests)),
+                        information_requests.c.status.in_(REQUEST_OPEN_STATES),
+                    )
+                    .values(status="revoked", token_hash=None, closed_at=at)
+                )
+            await self._enqueue(conn, mails, at)
             changed = await _apply(conn, transitions, actor, at)
             await _append_all(conn, [*events, *changed], at)
 

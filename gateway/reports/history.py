@@ -55,6 +55,9 @@ ALREADY_IMPORTED = "reference already imported with other values"
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _INTEGER = re.compile(r"\d+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The gateway numbers its own notifications CMRN-YYYY-NNNN: history in that form would take a
+# number the gateway has yet to give, and the annual figures would count one case twice.
+_GATEWAY_FORM = re.compile(r"\s*cmrn-\d{4}-\d+\s*", re.IGNORECASE)
 _BANDS = {band.lower(): band for band in AGE_BANDS}
 
 
@@ -174,6 +177,10 @@ def _read_row(row: _Row, agencies: Container[str]) -> None:
         row.problem("reference", f"is longer than {MAX_REFERENCE} characters")
     elif _CONTROL.search(reference):
         row.problem("reference", "must not contain control characters")
+    elif _GATEWAY_FORM.fullmatch(reference):
+        row.problem(
+            "reference", "is in the gateway's own form CMRN-YYYY-NNNN: give the earlier system's"
+        )
     row.values["reference"] = reference
 
     agency = row.cells["notifying_agency"].upper()

@@ -41,6 +41,24 @@ def request_mail(
     )
 
 
+def withdrawn_mail(
+    recipient: str, agency_name: str, reference: str, public_id: str
+) -> OutgoingMail:
+    lines = [
+        f"Notification {reference} has been withdrawn, so the information request {public_id} "
+        f"to {agency_name} is no longer needed. Its link has been closed.",
+        "If you had started an answer, nothing more is needed from you.",
+    ]
+    return OutgoingMail(
+        kind="request_withdrawn",
+        recipient=recipient,
+        subject=f"No longer needed: information request {public_id} ({reference} withdrawn)",
+        text="\n\n".join(lines) + "\n",
+        html=_html(lines),
+        about=public_id,
+    )
+
+
 def reminder_mail(
     recipient: str,
     agency_name: str,

@@ -371,3 +371,18 @@ class RequestsRepository:
                 )
             ).all()
         return [(r.id, r.content_type, r.size, r.key_id, r.name_payload, r.payload) for r in rows]
+
+    async def attachment(
+        self, request_id: int, attachment_id: int
+    ) -> tuple[str, str, bytes, bytes] | None:
+        """(content type, key id, encrypted name, encrypted data) of one attachment."""
+        async with self.db.transaction() as conn:
+            r = (
+                await conn.execute(
+                    select(request_attachments).where(
+                        request_attachments.c.request_id == request_id,
+                        request_attachments.c.id == attachment_id,
+                    )
+                )
+            ).first()
+        return (r.content_type, r.key_id, r.name_payload, r.payload) if r else None

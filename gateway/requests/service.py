@@ -20,6 +20,7 @@ from gateway.audit.chain import AuditEvent
 from gateway.clock import Clock
 from gateway.errors import GatewayError, NotFound, UsageError
 from gateway.keys.datacipher import DataCipher
+from gateway.outbox.model import OutgoingMail
 from gateway.requests import emails
 from gateway.requests.questions import IDENTIFIER_SYSTEMS, NEEDS_ADULTS, QuestionSet, QuestionSets
 from gateway.requests.repository import (
@@ -276,6 +277,36 @@ class RequestsService:
                 f"request {public_id} is {row.status}: only an open request can be revoked"
             )
 
+    async def closing_on_withdrawal(
+        self, reference: str, actor: str
+    ) -> tuple[list[int], list[AuditEvent], list[OutgoingMail]]:
+        """What withdrawing the notification does to its open requests, for the caller to apply
+        in the withdrawal's own transaction: each revoked (its link dies), with its audit event
+        and a mail telling the agency that no answer is needed."""
+        ids: list[int] = []
+        events: list[AuditEvent] = []
+        mails: list[OutgoingMail] = []
+        for row in await self.repo.all_requests(reference):
+            if row.status not in OPEN_STATES:
+                continue
+            ids.append(row.id)
+            events.append(
+                AuditEvent(
+                    actor,
+                    "request.revoked",
+                    reference,
+                    {"request": row.public_id, "because": "notification withdrawn"},
+                )
+            )
+            registered = self.agencies.get(row.agency)
+            if registered is not None and registered.contact:
+                mails.append(
+                    emails.withdrawn_mail(
+                        registered.contact, registered.name, reference, row.public_id
+                    )
+                )
+        return ids, events, mails
+
     async def reissue(
         self, public_id: str, actor: str, deadline_days: int | None = None
     ) -> Created:
@@ -302,6 +333,19 @@ class RequestsService:
                 {"id": att_id, "filename": filename, "content_type": content_type, "size": size}
             )
         return {"kind": kind, "received_at": received_at, "content": content, "attachments": files}
+
+    async def attachment(self, public_id: str, attachment_id: int) -> Upload:
+        """One attachment of an answer, decrypted: its name, type and bytes."""
+        row = await self.get(public_id)
+        found = await self.repo.attachment(row.id, attachment_id)
+        if found is None:
+            raise NotFound(f"no attachment {attachment_id} on request {public_id}")
+        content_type, key_id, name, data = found
+        return Upload(
+            self.cipher.decrypt(key_id, name, self._aad(row.id, att_id_name=True)).decode(),
+            content_type,
+            self.cipher.decrypt(key_id, data, self._aad(row.id)),
+        )
 
     # -- the agency's side (the link) ---------------------------------------------------------
 

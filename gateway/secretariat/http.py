@@ -10,6 +10,7 @@ import json
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
@@ -326,6 +327,33 @@ async def pack_download(request: web.Request) -> web.StreamResponse:
     )
 
 
+def attachment_disposition(filename: str) -> str:
+    """The agency chose the name: a plain-ASCII fallback with nothing that could end the
+    quoted string or the header, and the exact name as RFC 6266 filename*."""
+    plain = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\;' else "_" for c in filename
+    )
+    exact = quote(filename, safe="")
+    return f"attachment; filename=\"{plain or 'attachment'}\"; filename*=UTF-8''{exact}"
+
+
+async def answer_attachment(request: web.Request) -> web.StreamResponse:
+    m = request.match_info
+    found = await request.app[SERVICES].secretariat.attachment(
+        m["reference"], m["request"], int(m["attachment"]), _me(request)
+    )
+    return web.Response(
+        body=found.data,
+        content_type=found.content_type,
+        # Always a download, never rendered in the gateway's origin.
+        headers={
+            "Content-Disposition": attachment_disposition(found.filename),
+            "Content-Security-Policy": "sandbox",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
 async def panel(request: web.Request) -> web.StreamResponse:
     me = request[PRINCIPAL]
     secretariat = request.app[SERVICES].secretariat
@@ -528,6 +556,12 @@ def setup(app: web.Application) -> None:
 
     page("GET", "/cases", inbox, SECRETARIAT)
     page("GET", "/cases/{reference}", case, SECRETARIAT)
+    page(
+        "GET",
+        r"/cases/{reference}/requests/{request}/attachments/{attachment:\d{1,18}}",
+        answer_attachment,
+        SECRETARIAT,
+    )
     page("POST", "/cases/{reference}/screening", start_screening, SECRETARIAT)
     page("POST", "/cases/{reference}/return", return_to_agency, SECRETARIAT)
     page("POST", "/cases/{reference}/withdraw", withdraw, SECRETARIAT)

@@ -31,7 +31,7 @@ from gateway.meetings.model import AgendaVersion, CaseView, Meeting
 from gateway.meetings.service import MeetingsService
 from gateway.outbox.model import OutgoingMail
 from gateway.requests.repository import RequestRow
-from gateway.requests.service import RequestsService
+from gateway.requests.service import RequestsService, Upload
 from gateway.secretariat.repository import NotificationRow, SecretariatRepository, Summary
 
 # The states in the order a case moves through them, with the words the pages use.
@@ -248,6 +248,27 @@ class SecretariatService:
             and status not in (lifecycle.ON_AGENDA, lifecycle.CONSIDERED),
             requests_settled=await self.requests.settled(reference),
         )
+
+    async def attachment(
+        self, reference: str, public_id: str, attachment_id: int, viewer: str
+    ) -> Upload:
+        """An attachment of an answer to one of this notification's requests, recorded as a
+        view by `viewer` before it is handed over."""
+        row = await self._row(reference)
+        request = await self.requests.get(public_id)
+        if request.notification_id != row.id:
+            raise NotFound(f"no request {public_id} on notification {reference}")
+        found = await self.requests.attachment(public_id, attachment_id)
+        await self.audit.record(
+            AuditEvent(
+                viewer,
+                VIEWED,
+                reference,
+                {"what": "attachment", "request": public_id, "attachment": attachment_id},
+            ),
+            self.clock.now(),
+        )
+        return found
 
     def _reason(self, reason: str) -> str:
         reason = reason.strip()

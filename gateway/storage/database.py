@@ -245,7 +245,7 @@ def _sync_engine(url: str) -> Any:
     return create_engine(sync_url(url), poolclass=NullPool, connect_args=connect_args)
 
 
-def upgrade(url: str, revision: str = "heads") -> None:
+def upgrade(url: str, revision: str = "head") -> None:
     _run(url, command.upgrade, revision)
 
 
