@@ -37,6 +37,7 @@ test: lint unit
 
 $(BIN)/py-spy: $(BIN)/cmr-gateway
 	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@
 
 # BENCH_ARGS=--profile adds a py-spy profile of the gateway under closed-loop load.
 bench: install $(BIN)/py-spy

@@ -16,6 +16,7 @@ gateway/meetings/cases.py. No HTTP and no SQL here: those are the handlers' and 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -697,7 +698,9 @@ class MeetingsService:
         return pk.document(m, await self.agenda(public_id, version), self.zone)
 
     async def pack(self, public_id: str, fmt: str, version: int | None = None) -> bytes:
-        return pk.render(await self.pack_document(public_id, version), fmt)
+        doc = await self.pack_document(public_id, version)
+        # A large pack takes seconds to lay out: off the event loop, so intake goes on.
+        return await asyncio.to_thread(pk.render, doc, fmt)
 
     # -- the record ------------------------------------------------------------------------
 

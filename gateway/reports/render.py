@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from gateway.errors import UsageError
 from gateway.intake.validation import AGE_BANDS
+from gateway.pdffonts import register_fonts
 from gateway.reports.figures import FIRST_YEAR, GENDERS
 
 FORMATS = ("json", "html", "pdf", "csv")
@@ -28,7 +28,6 @@ BOARD = "Safeguarding Board for Northern Ireland"
 GENDER_NAMES = {"male": "Male", "female": "Female", "other": "Other", "unknown": "Not known"}
 # Okabe-Ito colours: told apart with the common colour-vision deficiencies.
 MALE, FEMALE, SINGLE = "#0072B2", "#E69F00", "#009E73"
-FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"),)
 
 Cell = int | float | str | None
 
@@ -439,28 +438,6 @@ def render_csv(figures: dict[str, Any]) -> dict[str, bytes]:
     return out
 
 
-def _font_file(name: str) -> Path:
-    import matplotlib
-
-    # The system's DejaVu first; matplotlib ships the same fonts, so it is there as a fallback.
-    for directory in (*FONT_DIRS, Path(matplotlib.get_data_path()) / "fonts" / "ttf"):
-        if (directory / name).is_file():
-            return directory / name
-    raise UsageError(f"the font {name} is missing: install fonts-dejavu-core")
-
-
-def _register_fonts() -> tuple[str, str]:
-    from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.ttfonts import TTFont
-
-    names = ("CMRReport-Regular", "CMRReport-Bold")
-    registered = pdfmetrics.getRegisteredFontNames()
-    for font_name, file in zip(names, ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf"), strict=True):
-        if font_name not in registered:
-            pdfmetrics.registerFont(TTFont(font_name, str(_font_file(file))))
-    return names
-
-
 def render_pdf(figures: dict[str, Any]) -> bytes:
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4
@@ -476,7 +453,7 @@ def render_pdf(figures: dict[str, Any]) -> bytes:
     )
     from reportlab.platypus import Table as PdfTable
 
-    regular, bold = _register_fonts()
+    regular, bold = register_fonts()
     body = ParagraphStyle("body", fontName=regular, fontSize=10, leading=14, spaceAfter=6)
     small = ParagraphStyle("small", parent=body, fontSize=8.5, leading=11)
     h1 = ParagraphStyle("h1", fontName=bold, fontSize=18, leading=22, spaceAfter=4)

@@ -6,6 +6,7 @@ checklist.py, no HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -370,7 +371,8 @@ class SecretariatService:
             agenda = await self._issued_for(public_id, account)
         await self._viewed_agenda(agenda, account.actor, f"pack.{fmt}")
         doc = await self.meetings.pack_document(public_id, agenda.version)
-        return pk.file_name(doc, fmt), pk.render(doc, fmt)
+        # A large pack takes seconds to lay out: off the event loop, so intake goes on.
+        return pk.file_name(doc, fmt), await asyncio.to_thread(pk.render, doc, fmt)
 
     def agenda_body(self, doc: Mapping[str, Any]) -> Markup:
         """The pack's body as the meetings feature renders it (its own template and
