@@ -68,6 +68,7 @@ def test_a_tiny_run_reports_every_figure(
     for key in measured:
         assert isinstance(report.lookup(result, key), int | float), key
     assert result["ingest"]["sqlite"]["closed"]["errors"] == 0
+    assert result["ingest"]["sqlite"]["closed_errors"] == 0
     assert result["ingest"]["postgresql"]["skipped"]
     assert result["growth"]["postgresql"]["skipped"]
     if result["pack"]["available"]:
