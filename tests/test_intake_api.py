@@ -54,6 +54,11 @@ async def test_happy_path_receipt_status_and_resend(gateway: RunningGateway) -> 
     again = await psni.post(envelope)
     assert again.status == 200
     assert again.json() == body
+    # Hours later its iat is far outside the skew, and the resend is still answered as before.
+    gateway.clock.advance(timedelta(hours=6))
+    later = await psni.post(envelope)
+    assert later.status == 200, later.body
+    assert later.json() == body
     assert await stored_count(gateway) == 1
 
     status = await psni.get(f"/v1/notifications/{body['reference']}")

@@ -156,14 +156,17 @@ class IntakeService:
         """`agency` is the one the transport authenticated (the mTLS certificate)."""
         envelope_sha256 = hashlib.sha256(raw).hexdigest()
         try:
-            # The same bytes from the same agency were fully checked before: answer as before.
-            previous = await self.notifications.find_by_envelope(agency, envelope_sha256)
-            if previous is not None:
-                return SubmitResult(False, previous.reference, previous.receipt)
             return await self._accept(agency, raw, envelope_sha256, request_id, channel)
         except GatewayError as exc:
             if exc.code == "unavailable":
                 raise
+            # The same bytes from the same agency were accepted before (a resend whose claims
+            # have since expired, say): answer as before. Asked only once something failed: a
+            # new envelope never waits for this lookup (a resend that passes every check is
+            # answered from its jti at the insert).
+            previous = await self.notifications.find_by_envelope(agency, envelope_sha256)
+            if previous is not None:
+                return SubmitResult(False, previous.reference, previous.receipt)
             self.metrics.rejected(exc.code)
             cause = exc.cause if isinstance(exc, EnvelopeRejected) else None
             log.warning("notification_rejected", code=exc.code, cause=cause, channel=channel)
