@@ -271,6 +271,8 @@ def concrete(path: str) -> str:
         .replace("{meeting}", "M-2026-12")
         .replace("{fmt}", "pdf")
         .replace("{token}", "x" * 43)
+        .replace("{request}", "R-AAAAAAAA")
+        .replace("{attachment}", "1")
     )
 
 
