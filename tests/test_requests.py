@@ -449,3 +449,19 @@ async def test_request_cli(gw: RunningGateway, capsys: pytest.CaptureFixture[str
     assert "no contact" in capsys.readouterr().err
     assert await asyncio.to_thread(main, ["--data-dir", d, "outbox", "list"]) == 0
     assert "cmr@ea.example" in capsys.readouterr().out
+
+
+async def test_the_sender_stops_when_cancelled_as_it_is_woken(installation: Settings) -> None:
+    # Python 3.11's asyncio.wait_for drops a cancellation that arrives as the awaited thing
+    # completes: the sender then ran on and the gateway's shutdown waited for it for ever.
+    from gateway.services import open_services
+
+    async with open_services(installation) as s:
+        for _ in range(20):
+            task = asyncio.create_task(s.sender.run())
+            await asyncio.sleep(0.05)  # waiting to be woken
+            s.sender.wake()
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=5)
+            assert done == {task}, "the sender went on after it was cancelled"
+            assert task.cancelled()

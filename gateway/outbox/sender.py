@@ -127,6 +127,9 @@ class OutboxSender:
                 log.warning("outbox_database_unavailable")
             except Exception:
                 log.exception("outbox_pass_failed")
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that
+            # arrives as the event is set, and the sender then outlived the shutdown.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
             self._wake.clear()
