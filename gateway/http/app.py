@@ -5,9 +5,9 @@ web listener for people) that differ in their SSL context and so in which routes
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
+import structlog
 from aiohttp import web
 
 from adapters.channels.base import Channel
@@ -29,6 +29,10 @@ from gateway.web.ratelimit import TokenBuckets
 
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 CHANNELS: web.AppKey[list[Channel]] = web.AppKey("channels")
+
+log = structlog.get_logger("gateway.http")
+# How long the background tasks get to end once cancelled, at shutdown.
+STOP_SECONDS = 10.0
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
@@ -96,6 +100,9 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     yield
     for task in tasks:
         task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    # Bounded: a background task that does not end when cancelled (a library swallowing the
+    # cancellation, as asyncio.wait_for did on 3.11) must not keep the process from stopping.
+    # What it was doing is safe to abandon: mail is leased and retried, intake is not here.
+    _, stuck = await asyncio.wait(tasks, timeout=STOP_SECONDS) if tasks else ((), ())
+    for task in stuck:
+        log.error("background_task_did_not_stop", task=task.get_name())
