@@ -103,6 +103,6 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     # Bounded: a background task that does not end when cancelled (a library swallowing the
     # cancellation, as asyncio.wait_for did on 3.11) must not keep the process from stopping.
     # What it was doing is safe to abandon: mail is leased and retried, intake is not here.
-    _, stuck = await asyncio.wait(tasks, timeout=STOP_SECONDS) if tasks else ((), ())
+    _, stuck = await asyncio.wait(tasks, timeout=STOP_SECONDS)  # the sender is always one
     for task in stuck:
         log.error("background_task_did_not_stop", task=task.get_name())

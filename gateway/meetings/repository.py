@@ -25,14 +25,13 @@ from gateway.lifecycle import Transition
 from gateway.meetings.model import OPEN_STATUSES, CaseOutcome, Meeting, MeetingConflict
 from gateway.outbox.model import OutgoingMail
 from gateway.outbox.repository import enqueue
-from gateway.requests.repository import OPEN_STATES as REQUEST_OPEN_STATES
+from gateway.requests.repository import revoke_open
 from gateway.storage.database import Database
 from gateway.storage.tables import (
     agenda_items,
     agendas,
     case_notes,
     case_outcomes,
-    information_requests,
     meeting_records,
     meetings,
     notification_children,
@@ -639,14 +638,7 @@ class MeetingsRepository:
             if outcome is not None and notification_id is not None:
                 await self._upsert_outcome(conn, notification_id, outcome, at)
             if revoke_requests:
-                await conn.execute(
-                    update(information_requests)
-                    .where(
-                        information_requests.c.id.in_(list(revoke_requests)),
-                        information_requests.c.status.in_(REQUEST_OPEN_STATES),
-                    )
-                    .values(status="revoked", token_hash=None, closed_at=at)
-                )
+                await revoke_open(conn, list(revoke_requests), at)
             await self._enqueue(conn, mails, at)
             changed = await _apply(conn, transitions, actor, at)
             await _append_all(conn, [*events, *changed], at)

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.audit.chain import AuditEvent
 from gateway.audit.repository import append
@@ -28,6 +29,16 @@ from gateway.storage.tables import (
 )
 
 OPEN_STATES = ("sent", "opened")
+
+
+async def revoke_open(conn: AsyncConnection, request_ids: list[int], at: datetime) -> int:
+    """Revoke those of the requests that are still open (their links die); how many were."""
+    result = await conn.execute(
+        update(ir)
+        .where(ir.c.id.in_(request_ids), ir.c.status.in_(OPEN_STATES))
+        .values(status="revoked", token_hash=None, closed_at=at)
+    )
+    return int(result.rowcount)
 
 
 @dataclass(frozen=True)
@@ -284,12 +295,7 @@ class RequestsRepository:
 
     async def revoke(self, request_id: int, at: datetime, audit: AuditEvent) -> bool:
         async with self.db.transaction() as conn:
-            result = await conn.execute(
-                update(ir)
-                .where(ir.c.id == request_id, ir.c.status.in_(OPEN_STATES))
-                .values(status="revoked", token_hash=None, closed_at=at)
-            )
-            if result.rowcount != 1:
+            if await revoke_open(conn, [request_id], at) != 1:
                 return False
             await append(conn, audit, at)
         return True

@@ -334,12 +334,11 @@ class RequestsService:
             )
         return {"kind": kind, "received_at": received_at, "content": content, "attachments": files}
 
-    async def attachment(self, public_id: str, attachment_id: int) -> Upload:
-        """One attachment of an answer, decrypted: its name, type and bytes."""
-        row = await self.get(public_id)
+    async def attachment(self, row: RequestRow, attachment_id: int) -> Upload:
+        """One attachment of an answer to the request, decrypted: its name, type and bytes."""
         found = await self.repo.attachment(row.id, attachment_id)
         if found is None:
-            raise NotFound(f"no attachment {attachment_id} on request {public_id}")
+            raise NotFound(f"no attachment {attachment_id} on request {row.public_id}")
         content_type, key_id, name, data = found
         return Upload(
             self.cipher.decrypt(key_id, name, self._aad(row.id, att_id_name=True)).decode(),

@@ -345,11 +345,10 @@ async def answer_attachment(request: web.Request) -> web.StreamResponse:
     return web.Response(
         body=found.data,
         content_type=found.content_type,
-        # Always a download, never rendered in the gateway's origin.
+        # Always a download, never rendered in the gateway's origin (nosniff: middleware).
         headers={
             "Content-Disposition": attachment_disposition(found.filename),
             "Content-Security-Policy": "sandbox",
-            "X-Content-Type-Options": "nosniff",
         },
     )
 

@@ -259,7 +259,7 @@ class SecretariatService:
         request = await self.requests.get(public_id)
         if request.notification_id != row.id:
             raise NotFound(f"no request {public_id} on notification {reference}")
-        found = await self.requests.attachment(public_id, attachment_id)
+        found = await self.requests.attachment(request, attachment_id)
         await self.audit.record(
             AuditEvent(
                 viewer,
