@@ -30,17 +30,28 @@ from gateway.audit.repository import AuditRepository
 from gateway.bench.harness import GatewayProcess, Installation
 from gateway.bench.loadgen import client_context, seal_envelopes
 from gateway.cli import issue_credentials
-from gateway.intake.repository import DuplicateMessage, IntakeRepository, NewNotification
+from gateway.intake.repository import (
+    DuplicateMessage,
+    IntakeRepository,
+    NewNotification,
+    SigningKeyRevoked,
+)
 from gateway.intake.validation import ChildFacts
 from gateway.services import open_services
 from gateway.settings import Settings
 from gateway.storage.database import Database
-from gateway.storage.tables import notification_children, notifications, reference_counters
+from gateway.storage.tables import (
+    agency_keys,
+    notification_children,
+    notifications,
+    reference_counters,
+)
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+KID = "test-key"
 
 
-def new(jti: str | None = None, agency: str = "PSNI") -> NewNotification:
+def new(jti: str | None = None, agency: str = "PSNI", kid: str = KID) -> NewNotification:
     return NewNotification(
         agency=agency,
         jti=jti or f"{agency}-{uuid.uuid4().hex}",
@@ -53,6 +64,7 @@ def new(jti: str | None = None, agency: str = "PSNI") -> NewNotification:
         key_id="dk-test",
         payload=b"\x00" * 64,
         children=(ChildFacts("female", "1-5 years"), ChildFacts("male", "6-11 years")),
+        signing_kid=kid,
     )
 
 
@@ -74,6 +86,20 @@ def group_commit(request: pytest.FixtureRequest) -> bool:
 @pytest.fixture
 async def db(installation: Settings) -> AsyncIterator[Database]:
     database = Database(installation.effective_database_url)
+    # The agencies' signing keys, written directly (no audit events) so that the counts of
+    # events below are the notifications' alone.
+    async with database.transaction() as conn:
+        await conn.execute(
+            agency_keys.insert(),
+            [
+                {"agency": agency, "kid": kid, "alg": "Ed25519", "jwk": "{}", "added_at": NOW}
+                for agency in ("PSNI", "EA")
+                for kid in (KID, "revoked-key")
+            ],
+        )
+        await conn.execute(
+            agency_keys.update().where(agency_keys.c.kid == "revoked-key").values(revoked_at=NOW)
+        )
     yield database
     await database.dispose()
 
@@ -150,6 +176,29 @@ async def test_duplicates_fail_alone(db: Database, group_commit: bool) -> None:
     assert len(good) == len(batch) - 2
     assert numbers([g.reference for g in good]) == list(range(2, 2 + len(good)))
     assert (await AuditRepository(db).verify()).events == 1 + len(good)
+
+
+async def test_a_key_revoked_or_unknown_at_the_commit_fails_alone(
+    db: Database, group_commit: bool
+) -> None:
+    """The key that verified a notification is confirmed in the storing transaction: one whose
+    key was revoked (or never registered) meanwhile is not stored, and the others are, with
+    no number skipped."""
+    repo = IntakeRepository(db, group_commit)
+    items = [new() for _ in range(6)]
+    items[1] = new(kid="revoked-key")
+    items[4] = new(agency="EA", kid="no-such-key")
+    outcomes = await asyncio.gather(
+        *(repo.insert(n, receipt_for(n), audit_for(n)) for n in items), return_exceptions=True
+    )
+    assert isinstance(outcomes[1], SigningKeyRevoked)
+    assert isinstance(outcomes[4], SigningKeyRevoked)
+    good = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert numbers([g.reference for g in good]) == [1, 2, 3, 4]
+    async with db.read() as conn:
+        stored = (await conn.execute(select(notifications.c.jti))).scalars().all()
+    assert sorted(stored) == sorted(items[i].jti for i in (0, 2, 3, 5))
+    assert (await AuditRepository(db).verify()).events == 4
 
 
 async def test_one_callers_failure_is_nobody_elses(db: Database, group_commit: bool) -> None:

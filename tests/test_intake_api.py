@@ -4,7 +4,9 @@ PostgreSQL: the happy path, and every rejection of PROTOCOL.md with nothing stor
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import io
 import json
 import re
 import time
@@ -15,9 +17,11 @@ import aiohttp
 import pytest
 from joserfc.jwk import OctKey, OKPKey
 
+from gateway.clock import FrozenClock
 from gateway.intake.receipts import verify_receipt
 from gateway.services import open_services
-from tests.support import Agency, RunningGateway, b64, b64json, example
+from gateway.settings import Settings
+from tests.support import Agency, RunningGateway, b64, b64json, example, running_gateway
 
 
 async def stored_count(gw: RunningGateway) -> int:
@@ -214,13 +218,45 @@ async def test_every_failure_to_open_is_one_answer(gateway: RunningGateway) -> N
     assert all(json.loads(e.details).get("cause") for e in rejected)
 
 
-async def test_revoked_key_is_rejected(gateway: RunningGateway) -> None:
+@pytest.mark.parametrize("group_commit", ["on", "off"])
+async def test_a_key_revoked_while_the_gateway_runs_is_refused_from_the_next_envelope(
+    installation: Settings, clock: FrozenClock, log_stream: io.StringIO, group_commit: str
+) -> None:
+    """The gateway keeps the keys it has found; the revocation is made by another process
+    (as by `agency revoke-key`), and the transaction that would store the next envelope finds
+    it, with group commit and without."""
+    settings = installation.with_overrides(intake_group_commit=group_commit)
+    async with running_gateway(settings, clock) as gateway:
+        psni = await gateway.agency("PSNI")
+        assert (await psni.post(psni.seal())).status == 202
+        async with open_services(gateway.settings) as s:
+            await s.agency_keys.revoke("PSNI", str(psni.key.kid), "test", gateway.clock.now())
+        for _ in range(2):  # found at the commit, then (forgotten) before opening
+            assert_problem(await psni.post(psni.seal()), 401, "envelope_rejected")
+        assert await stored_count(gateway) == 1
+        async with open_services(gateway.settings) as s:
+            events = await s.audit.events()
+            assert (await s.audit.verify()).ok
+    rejected = [json.loads(e.details) for e in events if e.action == "notification.rejected"]
+    assert [d["cause"] for d in rejected] == ["signing key not registered or revoked for iss"] * 2
+
+
+async def test_a_key_registered_while_the_gateway_runs_is_accepted_at_once(
+    gateway: RunningGateway,
+) -> None:
     psni = await gateway.agency("PSNI")
     assert (await psni.post(psni.seal())).status == 202
+    second = OKPKey.generate_key("Ed25519", parameters={"kid": "psni-second"})
+    rotated = dataclasses.replace(psni, key=second)
+    assert_problem(await rotated.post(rotated.seal()), 401, "envelope_rejected")
     async with open_services(gateway.settings) as s:
-        await s.agency_keys.revoke("PSNI", str(psni.key.kid), "test", gateway.clock.now())
-    assert_problem(await psni.post(psni.seal()), 401, "envelope_rejected")
-    assert await stored_count(gateway) == 1
+        public = {k: v for k, v in second.as_dict().items() if k != "d"}
+        await s.agency_keys.add(
+            "PSNI", "psni-second", "Ed25519", public, "test", gateway.clock.now()
+        )
+    assert (await rotated.post(rotated.seal())).status == 202
+    assert (await psni.post(psni.seal())).status == 202  # the first key still holds
+    assert await stored_count(gateway) == 3
 
 
 async def test_agency_mismatch(gateway: RunningGateway) -> None:

@@ -65,8 +65,8 @@ def public_signing_jwk(raw: Any, allowed_algs: tuple[str, ...]) -> tuple[str, st
 class AgencyKeyRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
-        # Every intake asks for its key: concurrent lookups share one query (never a cache,
-        # so a revocation holds from the next lookup on, whichever process made it).
+        # Concurrent lookups share one query. No cache here: the intake service keeps the keys
+        # it found, and the transaction storing each notification confirms its key.
         self._lookups: Coalesce[tuple[str, str], AgencyKey] = Coalesce(self._fetch)
 
     async def find(self, agency: str, kid: str) -> AgencyKey | None:

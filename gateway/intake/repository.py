@@ -5,7 +5,12 @@ same transaction as the insert (a rolled-back insert rolls the number back, so n
 With group commit (the default) concurrent inserts are written together: one transaction per
 batch, in which every notification still gets its own number, its own receipt, its own audit
 event in the chain and, on a jti that is already stored, its own DuplicateMessage. Each caller
-is answered after the batch's COMMIT, never before."""
+is answered after the batch's COMMIT, never before.
+
+The agency key that verified a notification is confirmed registered and unrevoked in the same
+transaction that stores it (SigningKeyRevoked otherwise): the intake service may then keep the
+keys it has found instead of asking before every envelope, and a revocation made by any
+process still holds from the next commit on."""
 
 from __future__ import annotations
 
@@ -28,7 +33,12 @@ from gateway.intake.batcher import GroupCommit
 from gateway.intake.validation import ChildFacts
 from gateway.storage.coalesce import Coalesce
 from gateway.storage.database import Database
-from gateway.storage.tables import notification_children, notifications, reference_counters
+from gateway.storage.tables import (
+    agency_keys,
+    notification_children,
+    notifications,
+    reference_counters,
+)
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -46,6 +56,7 @@ class NewNotification:
     key_id: str
     payload: bytes
     children: tuple[ChildFacts, ...]
+    signing_kid: str  # the agency's key that verified it, confirmed at the commit
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,10 @@ class NotificationStatus:
 
 class DuplicateMessage(Exception):
     """(agency, jti) is already stored."""
+
+
+class SigningKeyRevoked(Exception):
+    """The agency key that verified the notification is no longer registered and unrevoked."""
 
 
 # Built once: constructing the expression is a noticeable share of a lookup's CPU, and every
@@ -101,6 +116,17 @@ _INSERT_CHILDREN = notification_children.insert()
 _STORED_KEYS = select(notifications.c.agency, notifications.c.jti).where(
     notifications.c.agency.in_(bindparam("b_agencies", expanding=True)),
     notifications.c.jti.in_(bindparam("b_jtis", expanding=True)),
+)
+# FOR SHARE on PostgreSQL: a revocation waits for this commit instead of passing it unseen.
+# (SQLite's BEGIN IMMEDIATE already keeps every other writer out.)
+_VALID_SIGNING_KEYS = (
+    select(agency_keys.c.agency, agency_keys.c.kid)
+    .where(
+        agency_keys.c.agency.in_(bindparam("b_agencies", expanding=True)),
+        agency_keys.c.kid.in_(bindparam("b_kids", expanding=True)),
+        agency_keys.c.revoked_at.is_(None),
+    )
+    .with_for_update(read=True)
 )
 
 
@@ -220,7 +246,11 @@ class IntakeRepository:
         new = item.new
         try:
             async with self.db.transaction() as conn:
+                # The counter row first, then the key: the lock order of the batches.
                 reference = format_reference(item.year, await self._next_number(conn, item.year))
+                params = {"b_agencies": [new.agency], "b_kids": [new.signing_kid]}
+                if (await conn.execute(_VALID_SIGNING_KEYS, params)).first() is None:
+                    raise SigningKeyRevoked()
                 receipt = item.sign_receipt(reference)
                 result = await conn.execute(
                     notifications.insert()
@@ -282,12 +312,16 @@ class IntakeRepository:
             found = conn.execute(_COUNTER_FOR_UPDATE, {"b_year": year}).scalar_one_or_none()
             last[year] = -1 if found is None else int(found)
         stored = self._stored_keys(conn, {(item.new.agency, item.new.jti) for item in items})
+        valid = self._valid_signing_keys(conn, {(i.new.agency, i.new.signing_kid) for i in items})
         numbers = {year: max(n, 0) for year, n in last.items()}
         rows: list[dict[str, object]] = []
         kept: list[int] = []
         events: list[tuple[AuditEvent, datetime]] = []
         for index, item in enumerate(items):
             key = (item.new.agency, item.new.jti)
+            if (item.new.agency, item.new.signing_kid) not in valid:
+                outcomes[index] = SigningKeyRevoked()
+                continue
             if key in stored:
                 outcomes[index] = DuplicateMessage()
                 continue
@@ -333,6 +367,15 @@ class IntakeRepository:
             {"b_agencies": sorted({a for a, _ in keys}), "b_jtis": sorted({j for _, j in keys})},
         )
         return {(row.agency, row.jti) for row in result} & keys
+
+    def _valid_signing_keys(
+        self, conn: Connection, keys: set[tuple[str, str]]
+    ) -> set[tuple[str, str]]:
+        params = {
+            "b_agencies": sorted({agency for agency, _ in keys}),
+            "b_kids": sorted({kid for _, kid in keys}),
+        }
+        return {(row.agency, row.kid) for row in conn.execute(_VALID_SIGNING_KEYS, params)} & keys
 
     def _save_counters(
         self, conn: Connection, before: dict[int, int], after: dict[int, int]

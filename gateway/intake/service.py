@@ -34,6 +34,7 @@ from gateway.intake.repository import (
     DuplicateMessage,
     NewNotification,
     NotificationStatus,
+    SigningKeyRevoked,
     StoredReceipt,
 )
 from gateway.intake.validation import NotificationValidator
@@ -41,6 +42,7 @@ from gateway.keys.datacipher import DataCipher
 
 log = structlog.get_logger("gateway.intake")
 KEYRING_CHECK_SECONDS = 1.0
+KEY_NOT_VALID = "signing key not registered or revoked for iss"
 
 
 class Keys(Protocol):
@@ -98,23 +100,33 @@ def _import_agency_key(key: AgencyKey) -> Key:
     return OKPKey.import_key(key.jwk) if key.jwk.get("kty") == "OKP" else ECKey.import_key(key.jwk)
 
 
-class _ImportedKeys:
-    """Parsed agency keys by their exact public members. Only the parsing is kept: whether
-    a key is registered and unrevoked is still asked of the database for every envelope."""
+class _KnownKeys:
+    """The agency keys this process has found registered and unrevoked, parsed, by (agency,
+    kid): asking the database before every envelope was a round trip per request. Safe to keep
+    because the transaction that stores a notification confirms its key is still registered
+    and unrevoked (SigningKeyRevoked otherwise, and the key is forgotten here): a revocation by
+    any process holds from the next commit on. A key that is not found is never kept, so a key
+    registered a moment ago is found at once."""
 
-    def __init__(self, limit: int = 256) -> None:
-        self._keys: dict[tuple[str, tuple[tuple[str, str], ...]], Key] = {}
+    def __init__(self, agency_keys: AgencyKeys, limit: int = 256) -> None:
+        self._agency_keys = agency_keys
+        self._keys: dict[tuple[str, str], tuple[AgencyKey, Key]] = {}
         self._limit = limit
 
-    def get(self, key: AgencyKey) -> Key:
-        members = tuple(sorted((str(k), str(v)) for k, v in key.jwk.items()))
-        cache_key = (key.alg, members)
-        found = self._keys.get(cache_key)
-        if found is None:
-            if len(self._keys) >= self._limit:
-                self._keys.clear()
-            found = self._keys[cache_key] = _import_agency_key(key)
+    async def find(self, agency: str, kid: str) -> tuple[AgencyKey, Key] | None:
+        found = self._keys.get((agency, kid))
+        if found is not None:
+            return found
+        registered = await self._agency_keys.find(agency, kid)
+        if registered is None or registered.revoked_at is not None:
+            return None
+        if len(self._keys) >= self._limit:
+            self._keys.clear()
+        found = self._keys[(agency, kid)] = (registered, _import_agency_key(registered))
         return found
+
+    def forget(self, agency: str, kid: str) -> None:
+        self._keys.pop((agency, kid), None)
 
 
 class IntakeService:
@@ -147,7 +159,7 @@ class IntakeService:
         # Run after a new notification is committed (e.g. the intake rule for requests); a
         # failure is logged and never undoes the receipt, which is already durable.
         self.on_accepted: list[Callable[[str, str], Awaitable[object]]] = []
-        self._imported = _ImportedKeys()
+        self._known_keys = _KnownKeys(agency_keys)
         self._keys_checked_at = -KEYRING_CHECK_SECONDS
 
     async def submit(
@@ -197,10 +209,11 @@ class IntakeService:
         if enc_key is None:
             raise EnvelopeRejected("unknown or retired gateway key id")
         inner = self.opener.decrypt(raw, enc_key)
-        registered = await self.agency_keys.find(inner.issuer, inner.kid)
-        if registered is None or registered.revoked_at is not None:
-            raise EnvelopeRejected("signing key not registered or revoked for iss")
-        claims_raw = self.opener.verify(inner, self._imported.get(registered), registered.alg)
+        known = await self._known_keys.find(inner.issuer, inner.kid)
+        if known is None:
+            raise EnvelopeRejected(KEY_NOT_VALID)
+        registered, public_key = known
+        claims_raw = self.opener.verify(inner, public_key, registered.alg)
         self.metrics.opened(time.perf_counter() - started)
         if inner.issuer != agency:
             raise AgencyMismatch()
@@ -232,6 +245,7 @@ class IntakeService:
             key_id=key_id,
             payload=payload,
             children=valid.children,
+            signing_kid=registered.kid,
         )
         signing_key = self.keys.signing_key
 
@@ -254,6 +268,9 @@ class IntakeService:
 
         try:
             stored = await self.notifications.insert(new, receipt_for, audit_for)
+        except SigningKeyRevoked:
+            self._known_keys.forget(agency, registered.kid)
+            raise EnvelopeRejected(KEY_NOT_VALID) from None
         except DuplicateMessage:
             existing = await self.notifications.find_by_jti(agency, claims.jti)
             if existing is not None and existing.envelope_sha256 == envelope_sha256:
