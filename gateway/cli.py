@@ -187,6 +187,18 @@ def _settle_heap(_api_port: int, _web_port: int) -> None:
     gc.freeze()
 
 
+# asyncio gives every TLS connection a receive buffer of 256 KiB (Python 3.11+), zeroed and so
+# resident at once: 64 MiB at 256 keep-alive connections, the most of the gateway's memory
+# under load (docs/performance.md). 64 KiB still holds four full TLS records per read.
+TLS_READ_BUFFER_BYTES = 64 * 1024
+
+
+def _small_tls_buffers() -> None:
+    import asyncio.sslproto
+
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER_BYTES
+
+
 async def serve(
     settings: Settings,
     announce: Callable[[str], None],
@@ -199,6 +211,7 @@ async def serve(
     from gateway.http.app import CHANNELS, create_app
     from gateway.http.appkeys import LISTENERS
 
+    _small_tls_buffers()
     app = create_app(settings, clock)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()

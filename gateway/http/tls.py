@@ -3,6 +3,7 @@ of the connection, or (only from a configured proxy address) the one the proxy f
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import ssl
 from collections.abc import Sequence
@@ -80,4 +81,11 @@ def peer_agency(ssl_object: ssl.SSLObject | None) -> str | None:
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         return None
+    return _agency_of_der(der)
+
+
+@functools.lru_cache(maxsize=1024)
+def _agency_of_der(der: bytes) -> str | None:
+    # A pure function of the certificate's bytes (verified by the handshake already), asked on
+    # every request of a keep-alive connection: parsing it each time showed in the profile.
     return agency_of(x509.load_der_x509_certificate(der))
