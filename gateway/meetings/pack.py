@@ -179,6 +179,7 @@ def render_pdf(doc: Mapping[str, Any]) -> bytes:
         Table,
         TableStyle,
     )
+    from reportlab.platypus.tables import CellStyle
 
     from gateway.pdffonts import register_fonts
 
@@ -251,6 +252,14 @@ def render_pdf(doc: Mapping[str, Any]) -> bytes:
         p._toc_level = level
         return p
 
+    # Every cell has the same style: one object for them all, where a Table makes one per cell and
+    # sets each (safe shared, as the tables' own commands are a grid and a background only).
+    every_cell = CellStyle("pack")
+    every_cell.fontname, every_cell.fontsize, every_cell.leading = regular, 8.5, 11
+    every_cell.valign = "TOP"
+    plain = TableStyle([("GRID", (0, 0), (-1, -1), 0.4, colors.HexColor("#8899AA"))])
+    headed = TableStyle([("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#E8EEF4"))], parent=plain)
+
     def grid(rows: list[list[str]], widths: list[float], header: bool = False) -> Table:
         # A cell whose text fits on one line is drawn as a plain string: a Paragraph costs a
         # markup parse and line breaking on every layout, most of a large pack's time.
@@ -263,17 +272,14 @@ def render_pdf(doc: Mapping[str, Any]) -> bytes:
             ]
             for row in rows
         ]
-        table = Table(cells, colWidths=widths, hAlign="LEFT", repeatRows=1 if header else 0)
-        style = [
-            ("FONTNAME", (0, 0), (-1, -1), regular),
-            ("FONTSIZE", (0, 0), (-1, -1), 8.5),
-            ("LEADING", (0, 0), (-1, -1), 11),
-            ("VALIGN", (0, 0), (-1, -1), "TOP"),
-            ("GRID", (0, 0), (-1, -1), 0.4, colors.HexColor("#8899AA")),
-        ]
-        if header:
-            style.append(("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#E8EEF4")))
-        table.setStyle(TableStyle(style))
+        table = Table(
+            cells,
+            colWidths=widths,
+            hAlign="LEFT",
+            repeatRows=1 if header else 0,
+            cellStyles=[[every_cell] * len(widths) for _ in cells],
+        )
+        table.setStyle(headed if header else plain)
         return table
 
     def para(text: str, style: ParagraphStyle = cell) -> Paragraph:
