@@ -30,6 +30,8 @@ def test_a_tiny_run_reports_every_figure(
             "0.5",
             "--closed-seconds",
             "1",
+            "--floor-seconds",
+            "1",
             "--open-seconds",
             "1",
             "--warmup-seconds",
@@ -56,6 +58,11 @@ def test_a_tiny_run_reports_every_figure(
     # What ran has numbers; what did not has its reason.
     measured = [
         "ceiling.per_second",
+        "floor.per_second",
+        "floor.ratio_bound",
+        "required.validations_per_second",
+        "required.receipts_per_second",
+        "required.ratio_bound",
         "ingest.sqlite.closed.accepted_per_second",
         "ingest.sqlite.ingest_over_ceiling",
         "ingest.sqlite.open.20.latency_ms.p99",
@@ -67,6 +74,8 @@ def test_a_tiny_run_reports_every_figure(
     ]
     for key in measured:
         assert isinstance(report.lookup(result, key), int | float), key
+    assert result["floor"]["errors"] == 0
+    assert 0 < result["required"]["ratio_bound"] < result["floor"]["ratio_bound"] < 1
     assert result["ingest"]["sqlite"]["closed"]["errors"] == 0
     assert result["ingest"]["sqlite"]["closed_errors"] == 0
     assert result["ingest"]["postgresql"]["skipped"]
@@ -79,6 +88,8 @@ def test_a_tiny_run_reports_every_figure(
     table = (out / "bench.md").read_text()
     assert "| figure |" in table
     assert "ingest / ceiling" in table
+    assert "HTTP floor" in table
+    assert "bound from floor + open + validation + receipt" in table
     assert "open loop 20/s: p99 ms" in table
     assert "growth ratio 60 / 20" in table
     assert "peak RSS" in table

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -66,3 +67,58 @@ def measure(
         "cpu_per_second": round(count / cpu_seconds, 1) if cpu_seconds else None,
         "envelope_bytes": payload_bytes,
     }
+
+
+def _rate(work: Callable[[], object], seconds: float) -> float:
+    for _ in range(50):  # warm caches and the allocator
+        work()
+    count = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(100):
+            work()
+        count += 100
+    return round(count / (time.perf_counter() - started), 1)
+
+
+def required_work(
+    installation: Installation, seconds: float, cpu: int | None = 0
+) -> dict[str, Any]:
+    """Two more things every accepted notification needs besides opening its envelope, timed
+    the same way on the same core with the gateway's own code: validation against the
+    published schema (the adapter's canonical form of the example) and signing its receipt.
+    With the HTTP floor they bound ingest / ceiling from above (docs/performance.md)."""
+    from adapters.formats import default_formats
+    from gateway.bench.loadgen import EXAMPLE
+    from gateway.intake.receipts import sign_receipt
+    from gateway.intake.validation import NotificationValidator
+    from gateway.services import SCHEMA_FILE
+
+    settings = installation.settings
+    keyring = Keyring(settings.keys_dir, SystemClock(), timedelta(days=settings.key_overlap_days))
+    validator = NotificationValidator.from_file(settings.schemas_dir / SCHEMA_FILE)
+    adapter = default_formats().get("cmr-notification/1")
+    assert adapter is not None
+    body = json.loads(EXAMPLE.read_text(encoding="utf-8"))
+    now = SystemClock().now()
+    signing_key = keyring.signing_key
+    digest = "0" * 64
+
+    def validate() -> None:
+        validator.validate(adapter.to_canonical(body), now.date())
+
+    def receipt() -> None:
+        sign_receipt(signing_key, "PSNI", "PSNI-bench", "CMRN-2026-0001", now, digest)
+
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else None
+    if cpu is not None and before is not None and cpu in before and len(before) > 1:
+        os.sched_setaffinity(0, {cpu})
+    try:
+        return {
+            "validations_per_second": _rate(validate, seconds),
+            "receipts_per_second": _rate(receipt, seconds),
+        }
+    finally:
+        if before is not None:
+            os.sched_setaffinity(0, before)

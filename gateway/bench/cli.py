@@ -24,6 +24,7 @@ from typing import Any
 
 from gateway.bench import ceiling, report
 from gateway.bench.harness import (
+    FloorProcess,
     GatewayProcess,
     Installation,
     make_installation,
@@ -36,6 +37,11 @@ from gateway.bench.harness import (
 GATEWAY_CPU = 0
 LOADGEN_CPU = 1
 MAX_SEALED = 40_000
+# The HTTP floor sends the same few envelopes over and over (it opens none): enough for any
+# rate one core of this stack can answer.
+FLOOR_RATE = 8000.0
+FLOOR_DISTINCT = 500
+REQUIRED_SECONDS = 2.0
 
 
 def _ints(text: str) -> list[int]:
@@ -50,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("bench-results"))
     p.add_argument("--ceiling-seconds", type=float, default=10.0)
     p.add_argument("--closed-seconds", type=float, default=15.0)
+    p.add_argument("--floor-seconds", type=float, default=8.0, help="0: no HTTP floor")
     p.add_argument("--open-seconds", type=float, default=10.0)
     p.add_argument("--warmup-seconds", type=float, default=2.0)
     p.add_argument(
@@ -104,13 +111,21 @@ class Bench:
     # -- the parts --------------------------------------------------------------------------
 
     def closed(
-        self, gw: GatewayProcess, seconds: float, concurrency: int, on_ready: Any = None
+        self,
+        gw: GatewayProcess,
+        seconds: float,
+        concurrency: int,
+        on_ready: Any = None,
+        distinct: int = 0,
     ) -> dict[str, Any]:
         a = self.args
-        # Enough for a gateway at the target (0.6 x ceiling); one that outruns the supply is
-        # flagged "exhausted" in the result, its rate then a lower bound.
-        rate = max(report.TARGET_INGEST_RATIO * self.ceiling_rate, 100.0)
-        count = int(min(MAX_SEALED, max(200, rate * (seconds + a.warmup_seconds))))
+        if distinct:
+            count = int(FLOOR_RATE * (seconds + a.warmup_seconds))
+        else:
+            # Enough for a gateway at the target (0.6 x ceiling); one that outruns the supply
+            # is flagged "exhausted" in the result, its rate then a lower bound.
+            rate = max(report.TARGET_INGEST_RATIO * self.ceiling_rate, 100.0)
+            count = int(min(MAX_SEALED, max(200, rate * (seconds + a.warmup_seconds))))
         return run_loadgen(
             gw,
             [
@@ -124,6 +139,8 @@ class Bench:
                 str(seconds),
                 "--warmup",
                 str(a.warmup_seconds),
+                "--distinct",
+                str(distinct),
             ],
             timeout=seconds + a.warmup_seconds + 180,
             cpu=LOADGEN_CPU,
@@ -148,6 +165,50 @@ class Bench:
             timeout=a.open_seconds + warmup + 180,
             cpu=LOADGEN_CPU,
         )
+
+    def floor(self, inst: Installation) -> dict[str, Any]:
+        """The server stack alone on the gateway's core (gateway.bench.floor), and the bound it
+        puts on ingest / ceiling: a request costs at least the floor's work and an open."""
+        runs = []
+        with FloorProcess(inst, cpu=GATEWAY_CPU) as fl:
+            for concurrency in self.args.concurrency:
+                run = self.closed(fl, self.args.floor_seconds, concurrency, distinct=FLOOR_DISTINCT)
+                run["concurrency"] = concurrency
+                runs.append(run)
+        best = max(runs, key=lambda r: r["accepted_per_second"] or 0)
+        rate = float(best["accepted_per_second"] or 0)
+        return {
+            "runs": runs,
+            "per_second": rate,
+            "concurrency": best["concurrency"],
+            "errors": sum(r["errors"] or 0 for r in runs),
+            "ratio_bound": round(rate / (rate + self.ceiling_rate), 3) if rate else None,
+            "peak_rss_mib": fl.peak_rss_mib,
+        }
+
+    def required(self, inst: Installation, floor: dict[str, Any]) -> dict[str, Any]:
+        """Validation and the signed receipt, timed on the gateway's core; with the floor and
+        the ceiling, the most ingest / ceiling could be if nothing else cost anything."""
+        self.say("required work: validation and receipt signing on one core")
+        seconds = max(0.2, min(REQUIRED_SECONDS, self.args.ceiling_seconds / 4))
+        found = ceiling.required_work(inst, seconds, cpu=GATEWAY_CPU)
+        rates = [
+            self.ceiling_rate,
+            floor.get("per_second"),
+            found["validations_per_second"],
+            found["receipts_per_second"],
+        ]
+        if all(rates):
+            seconds_each = sum(1 / float(r) for r in rates if r)
+            found["ratio_bound"] = round((1 / self.ceiling_rate) / seconds_each, 3)
+        else:
+            found["ratio_bound"] = None
+        self.say(
+            f"required work: {found['validations_per_second']} validations/s, "
+            f"{found['receipts_per_second']} receipts/s; with the floor, ingest / ceiling can "
+            f"be at most {found['ratio_bound']}"
+        )
+        return found
 
     def ingest(self, inst: Installation) -> dict[str, Any]:
         result: dict[str, Any] = {"open": {}}
@@ -259,6 +320,7 @@ class Bench:
                 "ceiling_seconds": a.ceiling_seconds,
                 "closed_seconds": a.closed_seconds,
                 "open_seconds": a.open_seconds,
+                "floor_seconds": a.floor_seconds,
                 "warmup_seconds": a.warmup_seconds,
                 "concurrency": a.concurrency,
                 "rates": a.rates,
@@ -284,6 +346,16 @@ class Bench:
         result["ceiling"] = ceiling.measure(sqlite_inst, a.ceiling_seconds, cpu=GATEWAY_CPU)
         self.ceiling_rate = float(result["ceiling"]["per_second"])
         self.say(f"ceiling: {self.ceiling_rate} per second")
+        if a.floor_seconds > 0:
+            self.say("HTTP floor: the server stack alone, an empty handler on the same core")
+            result["floor"] = self.floor(sqlite_inst)
+            self.say(
+                f"HTTP floor: {result['floor']['per_second']} per second; ingest / ceiling can "
+                f"be at most {result['floor']['ratio_bound']} on this stack"
+            )
+        else:
+            result["floor"] = {"skipped": "not asked for (--floor-seconds 0)"}
+        result["required"] = self.required(sqlite_inst, result["floor"])
 
         for db in report.DATABASES:
             if db not in databases:

@@ -86,6 +86,8 @@ def peak_rss_mib(pid: int) -> float | None:
 class GatewayProcess:
     """`python -m gateway serve` for one installation, stopped by SIGTERM when done."""
 
+    command: tuple[str, ...] = ("gateway", "serve")
+
     def __init__(self, installation: Installation, cpu: int | None = None) -> None:
         self.installation = installation
         self.cpu = cpu
@@ -110,8 +112,7 @@ class GatewayProcess:
         cmd = [
             sys.executable,
             "-m",
-            "gateway",
-            "serve",
+            *self.command,
             "--data-dir",
             str(inst.data_dir),
             "--api-port",
@@ -173,6 +174,12 @@ class GatewayProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class FloorProcess(GatewayProcess):
+    """The HTTP floor (gateway.bench.floor) on the same installation's certificates."""
+
+    command = ("gateway.bench.floor",)
 
 
 def run_loadgen(

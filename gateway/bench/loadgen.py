@@ -248,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu", type=int, default=-1, help="pin to this CPU once sealing is done")
     p.add_argument("--ready-file", type=Path, help="created just before the clock starts")
     p.add_argument("--samples", type=Path, help="write every request's timing here (CSV)")
+    p.add_argument(
+        "--distinct",
+        type=int,
+        default=0,
+        help="seal only this many and send them over and over (for a server that does not "
+        "open them: the HTTP floor)",
+    )
     return p
 
 
@@ -260,7 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         count = int(args.rate * (args.warmup + args.duration)) + 1
     sealing_started = time.perf_counter()
-    envelopes = seal_envelopes(args.credentials, count + warm, args.seal_workers)
+    distinct = min(args.distinct, count + warm) if args.distinct > 0 else count + warm
+    envelopes = seal_envelopes(args.credentials, distinct, args.seal_workers)
+    envelopes = (envelopes * -(-(count + warm) // len(envelopes)))[: count + warm]
     sealing = time.perf_counter() - sealing_started
     if args.cpu >= 0 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
@@ -295,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fh.write("intended_s,latency_ms,status\n")
             for s in sorted(samples, key=lambda s: s.intended):
                 fh.write(f"{s.intended - w0:.4f},{(s.done - s.intended) * 1000:.2f},{s.status}\n")
-    result["sealed"] = len(envelopes)
+    result["sealed"] = distinct
     result["sealing_seconds"] = round(sealing, 2)
     if args.mode == "open":
         result["offered_per_second"] = args.rate

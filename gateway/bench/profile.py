@@ -62,6 +62,59 @@ def split_threads(collapsed: str) -> tuple[str, str]:
     return "\n".join(loop), "\n".join(others)
 
 
+# What each sample was doing, by the innermost frame that names one of these (first match in
+# this order); docs/performance.md reports the shares.
+PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("envelope open (the ceiling's work)", ("gateway/intake/envelope.py",)),
+    ("signed receipt", ("gateway/intake/receipts.py",)),
+    ("encryption at rest", ("gateway/keys/datacipher.py",)),
+    (
+        "adapter and schema validation",
+        ("gateway/intake/validation.py", "gateway/intake/fastschema.py", "adapters/"),
+    ),
+    ("logging and metrics", ("structlog", "logging/", "prometheus", "gateway/logging.py")),
+    ("client certificate", ("gateway/http/tls.py", "gateway/keys/pki.py")),
+    (
+        "database and group commit",
+        (
+            "sqlalchemy",
+            "aiosqlite",
+            "asyncpg",
+            "sqlite3",
+            "gateway/storage/",
+            "repository.py",
+            "batcher.py",
+            "gateway/audit/",
+        ),
+    ),
+    ("TLS records and socket I/O", ("ssl.py", "sslproto.py", "selector_events.py", "selectors.py")),
+    (
+        "HTTP (aiohttp, middleware, handler)",
+        ("aiohttp/", "multidict", "yarl", "gateway/http/", "gateway/intake/http.py"),
+    ),
+)
+
+
+def parts(collapsed: str) -> tuple[int, list[tuple[str, float]]]:
+    """(samples, [(part, %)]) with the rest as "event loop and the rest"."""
+    counts: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        m = _LINE.match(line)
+        if not m:
+            continue
+        count = int(m["count"])
+        total += count
+        found = "event loop and the rest"
+        for frame in reversed(m["stack"].split(";")):
+            name = next((p for p, marks in PARTS if any(mark in frame for mark in marks)), None)
+            if name is not None:
+                found = name
+                break
+        counts[found] += count
+    return total, [(name, 100 * c / total) for name, c in counts.most_common()] if total else []
+
+
 def _table(collapsed: str, n: int) -> list[str]:
     # The trunk every sample shares (runpy, asyncio.run, the thread's bootstrap) says nothing.
     _, rows = top(collapsed, n + 15)
@@ -75,15 +128,23 @@ def markdown(collapsed: str, n: int = 25) -> str:
     loop, others = split_threads(collapsed)
     loop_total, _ = top(loop, 1)
     other_total, _ = top(others, 1)
+    everything_total, shares = parts(collapsed)
     return "\n".join(
         [
+            f"Every thread, by part: {everything_total} samples holding the GIL (the event loop "
+            f"{loop_total}, the others {other_total}), each counted under the innermost part "
+            "of the gateway it was in:",
+            "",
+            "| part | share |",
+            "|---|---:|",
+            *[f"| {name} | {share:.1f}% |" for name, share in shares],
+            "",
             f"Event-loop thread: {loop_total} samples (share of them with the function on the "
             "stack, and at its top):",
             "",
             *_table(loop, n),
             "",
-            f"Other threads (SQLite units, driver threads): {other_total} samples (py-spy counts "
-            "a thread waiting for the GIL or its queue as active, so these overlap the above):",
+            f"Other threads (SQLite units, driver threads): {other_total} samples:",
             "",
             *_table(others, n // 2),
         ]
@@ -112,6 +173,9 @@ def record(pid: int, seconds: float, out: Path, rate: int = 200) -> subprocess.P
             "--rate",
             str(rate),
             "--threads",
+            # Only samples that hold the GIL: a thread waiting for it (the event loop behind
+            # the SQLite writer, say) is not where the CPU goes.
+            "--gil",
             "--format",
             "raw",
             "--output",

@@ -22,7 +22,15 @@ def figure_keys(rates: list[int], growth: list[int], pack_sizes: list[int]) -> l
     """Every figure a run reports, as dotted paths into the JSON: the smoke test's checklist.
     A part that could not run (PostgreSQL unreachable, no pack renderer) still has its keys,
     with a reason beside them instead of numbers."""
-    keys = ["ceiling.per_second", "peak_rss_mib"]
+    keys = [
+        "ceiling.per_second",
+        "floor.per_second",
+        "floor.ratio_bound",
+        "required.validations_per_second",
+        "required.receipts_per_second",
+        "required.ratio_bound",
+        "peak_rss_mib",
+    ]
     for db in DATABASES:
         base = f"ingest.{db}"
         keys += [
@@ -91,6 +99,25 @@ def markdown(result: dict[str, Any]) -> str:
         "| figure | " + " | ".join(DB_TITLES[db] for db in DATABASES) + " | target |",
         "|---|" + "---:|" * len(DATABASES) + "---|",
         f"| ceiling: envelopes opened per second, one core | {_num(ceiling)} | (same) | |",
+    ]
+    floor = result.get("floor", {})
+    if floor.get("skipped"):
+        lines.append(f"| HTTP floor | skipped: {floor['skipped']} | | |")
+    else:
+        lines += [
+            f"| HTTP floor: empty handler, same mTLS stack, one core, per second "
+            f"| {_num(floor.get('per_second'))} | (same) | |",
+            f"| bound from the floor: floor / (floor + ceiling) "
+            f"| {_num(floor.get('ratio_bound'), 2)} | (same) | |",
+        ]
+    required = result.get("required", {})
+    lines += [
+        f"| schema validations per second, one core | "
+        f"{_num(required.get('validations_per_second'))} | (same) | |",
+        f"| receipts signed per second, one core | "
+        f"{_num(required.get('receipts_per_second'))} | (same) | |",
+        f"| bound from floor + open + validation + receipt (nothing else costing anything) | "
+        f"{_num(required.get('ratio_bound'), 2)} | (same) | |",
     ]
 
     def row(label: str, path: str, target: str = "", digits: int = 1, check: Any = None) -> None:
