@@ -24,9 +24,11 @@ from gateway.errors import Unavailable
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 READ_ONLY_OPTION = "cmr_read_only"
-# Threads (and connections) for synchronous units of work on SQLite: the intake writer and
-# the coalesced lookups, each of which has at most one unit under way.
-SQLITE_THREADS = 3
+# Threads (and connections) for synchronous units of work: the intake writer and the
+# coalesced lookups, each of which has at most one unit under way.
+UNIT_THREADS = 3
+# On PostgreSQL, as the async engine's command timeout: a unit never waits for ever.
+PG_STATEMENT_TIMEOUT_MS = 30_000
 
 T = TypeVar("T")
 
@@ -65,7 +67,8 @@ def _sqlite_begin(conn: Connection) -> None:
 # SQLSTATEs that say the server is away, shutting down, starting up, out of resources, or that
 # the transaction lost a race it may win when tried again: an outage to the client, not a bug.
 # Some drivers raise these as plain DBAPIError ("the database system is shutting down").
-_TRANSIENT_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "58", "40001", "40P01")
+# 57014: a statement cancelled by the statement timeout of the units' connections.
+_TRANSIENT_SQLSTATES = ("08", "53", "57014", "57P01", "57P02", "57P03", "58", "40001", "40P01")
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -142,41 +145,49 @@ class Database:
     #
     # Through the async SQLite driver every statement is several hand-offs to the driver's
     # thread (cursor, execute, fetch, close) and a transaction a few more; under load those
-    # hand-offs cost more than SQLite itself (docs/performance.md). A hot unit of work written
-    # as a function of a synchronous Connection runs on SQLite in one hand-off, in a thread of
-    # the Database's own with a synchronous engine on the same file (same pragmas, same BEGIN
-    # IMMEDIATE for writers), and elsewhere through the async connection's run_sync.
+    # hand-offs cost more than SQLite itself (docs/performance.md). On PostgreSQL each statement
+    # of a unit awaited on the event loop waits its turn behind every request the loop is
+    # serving, so a batch of ten statements took tens of milliseconds under load. A hot unit
+    # of work written as a function of a synchronous Connection therefore runs in one hand-off,
+    # in a thread of the Database's own with a synchronous engine on the same database (on
+    # SQLite the same pragmas and BEGIN IMMEDIATE for writers; on PostgreSQL psycopg).
 
     async def run_transaction(self, fn: Callable[[Connection], T]) -> T:
         """`fn(conn)` in one transaction, committed when it returns."""
-        if self.dialect == "sqlite":
-            return await self._in_sqlite_thread(fn, read_only=False)
-        async with self.transaction() as conn:
-            return await conn.run_sync(fn)
+        return await self._in_unit_thread(fn, read_only=False)
 
     async def run_read(self, fn: Callable[[Connection], T]) -> T:
         """`fn(conn)` as a read-only unit of work (no write lock on SQLite)."""
-        if self.dialect == "sqlite":
-            return await self._in_sqlite_thread(fn, read_only=True)
-        async with self.read() as conn:
-            return await conn.run_sync(fn)
+        return await self._in_unit_thread(fn, read_only=True)
 
-    def _sqlite_threads(self) -> tuple[Engine, ThreadPoolExecutor]:
+    def _unit_threads(self) -> tuple[Engine, ThreadPoolExecutor]:
         if self._sync is None:
-            engine = create_engine(
-                sync_url(self.url),
-                pool_size=SQLITE_THREADS,
-                max_overflow=0,
-                connect_args={"check_same_thread": False},
-            )
-            event.listen(engine, "connect", _sqlite_pragmas)
-            event.listen(engine, "begin", _sqlite_begin)
-            executor = ThreadPoolExecutor(SQLITE_THREADS, thread_name_prefix="sqlite-unit")
+            if self.dialect == "sqlite":
+                engine = create_engine(
+                    sync_url(self.url),
+                    pool_size=UNIT_THREADS,
+                    max_overflow=0,
+                    connect_args={"check_same_thread": False},
+                )
+                event.listen(engine, "connect", _sqlite_pragmas)
+                event.listen(engine, "begin", _sqlite_begin)
+            else:
+                engine = create_engine(
+                    sync_url(self.url),
+                    pool_size=UNIT_THREADS,
+                    max_overflow=0,
+                    pool_pre_ping=True,
+                    connect_args={
+                        "connect_timeout": 5,
+                        "options": f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}",
+                    },
+                )
+            executor = ThreadPoolExecutor(UNIT_THREADS, thread_name_prefix=f"{self.dialect}-unit")
             self._sync = (engine, executor)
         return self._sync
 
-    async def _in_sqlite_thread(self, fn: Callable[[Connection], T], read_only: bool) -> T:
-        engine, executor = self._sqlite_threads()
+    async def _in_unit_thread(self, fn: Callable[[Connection], T], read_only: bool) -> T:
+        engine, executor = self._unit_threads()
 
         def unit() -> T:
             with engine.connect() as conn:
@@ -187,7 +198,7 @@ class Database:
 
         try:
             # Once started the unit runs to its end: a caller that stops waiting does not
-            # stop a commit half-way (SQLite's own atomicity covers a killed process).
+            # stop a commit half-way (the database's own atomicity covers a killed process).
             return await asyncio.get_running_loop().run_in_executor(executor, unit)
         except Exception as exc:
             if is_unavailable(exc):
