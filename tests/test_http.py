@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -221,3 +222,42 @@ async def test_client_certificate_from_another_ca_fails_the_handshake(
         with pytest.raises(aiohttp.ClientError):
             async with s.get(gateway.api_url + "/healthz") as r:
                 await r.read()
+
+
+async def test_shutdown_ends_when_a_background_task_ignores_its_cancellation(
+    sqlite_installation: Settings,
+    clock: FrozenClock,
+    log_stream: io.StringIO,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fault injected into the outbox sender: it swallows its cancellation, as a library
+    can (asyncio.wait_for did on 3.11). The gateway still stops, after its bounded wait, and
+    says which task it left."""
+    import gateway.http.app as app_module
+    from gateway.outbox.sender import OutboxSender
+
+    release = asyncio.Event()
+    swallowed = 0
+
+    async def stubborn(self: OutboxSender) -> None:
+        nonlocal swallowed
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                swallowed += 1  # and carry on, as if never cancelled
+
+    monkeypatch.setattr(app_module, "STOP_SECONDS", 0.2)
+    monkeypatch.setattr(OutboxSender, "run", stubborn)
+    async with asyncio.timeout(30):  # a hang fails the test instead of the suite
+        async with running_gateway(sqlite_installation, clock) as gw:
+            psni = await gw.agency("PSNI")
+            assert (await psni.get("/readyz")).status == 200
+    assert swallowed == 1
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines() if line[:1] == "{"]
+    assert [line["task"] for line in lines if line["event"] == "background_task_did_not_stop"] == [
+        "outbox-sender"
+    ]
+    left = [t for t in asyncio.all_tasks() if t.get_name() == "outbox-sender"]
+    release.set()
+    await asyncio.gather(*left)
