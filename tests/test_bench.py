@@ -59,9 +59,11 @@ def test_a_tiny_run_reports_every_figure(
     measured = [
         "ceiling.per_second",
         "floor.per_second",
+        "floor.per_cpu_second",
         "floor.ratio_bound",
         "required.validations_per_second",
         "required.receipts_per_second",
+        "required.stored_per_cpu_second",
         "required.ratio_bound",
         "ingest.sqlite.closed.accepted_per_second",
         "ingest.sqlite.ingest_over_ceiling",
@@ -89,7 +91,7 @@ def test_a_tiny_run_reports_every_figure(
     assert "| figure |" in table
     assert "ingest / ceiling" in table
     assert "HTTP floor" in table
-    assert "bound from floor + open + validation + receipt" in table
+    assert "bound from floor + open + validation + receipt + storing" in table
     assert "open loop 20/s: p99 ms" in table
     assert "growth ratio 60 / 20" in table
     assert "peak RSS" in table

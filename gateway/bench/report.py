@@ -25,9 +25,11 @@ def figure_keys(rates: list[int], growth: list[int], pack_sizes: list[int]) -> l
     keys = [
         "ceiling.per_second",
         "floor.per_second",
+        "floor.per_cpu_second",
         "floor.ratio_bound",
         "required.validations_per_second",
         "required.receipts_per_second",
+        "required.stored_per_cpu_second",
         "required.ratio_bound",
         "peak_rss_mib",
     ]
@@ -107,6 +109,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [
             f"| HTTP floor: empty handler, same mTLS stack, one core, per second "
             f"| {_num(floor.get('per_second'))} | (same) | |",
+            f"| HTTP floor: requests per second of the server's own CPU "
+            f"| {_num(floor.get('per_cpu_second'))} | (same) | |",
             f"| bound from the floor: floor / (floor + ceiling) "
             f"| {_num(floor.get('ratio_bound'), 2)} | (same) | |",
         ]
@@ -116,7 +120,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"{_num(required.get('validations_per_second'))} | (same) | |",
         f"| receipts signed per second, one core | "
         f"{_num(required.get('receipts_per_second'))} | (same) | |",
-        f"| bound from floor + open + validation + receipt (nothing else costing anything) | "
+        f"| notifications stored per second of CPU (batches of 64, durable, audited) | "
+        f"{_num(required.get('stored_per_cpu_second'))} | (same) | |",
+        f"| bound from floor + open + validation + receipt + storing (nothing else costing "
+        f"anything) | "
         f"{_num(required.get('ratio_bound'), 2)} | (same) | |",
     ]
 
