@@ -5,10 +5,11 @@ against it: the gateway also speaks HTTP and TLS, validates, encrypts, signs and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +20,19 @@ from gateway.bench.loadgen import seal_envelopes
 from gateway.clock import SystemClock
 from gateway.intake.envelope import EnvelopeOpener
 from gateway.keys.keyring import Keyring
+
+
+@contextlib.contextmanager
+def _pinned(cpu: int | None) -> Iterator[None]:
+    """This process on `cpu` for the block (where there is more than one to choose from)."""
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else None
+    if cpu is not None and before is not None and cpu in before and len(before) > 1:
+        os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        if before is not None:
+            os.sched_setaffinity(0, before)
 
 
 def measure(
@@ -41,10 +55,7 @@ def measure(
         claims = opener.verify(inner, public, "Ed25519")
         opener.check_claims(claims)
 
-    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    if cpu is not None and before is not None and cpu in before and len(before) > 1:
-        os.sched_setaffinity(0, {cpu})
-    try:
+    with _pinned(cpu):
         for envelope in envelopes[:50]:  # warm caches and the allocator
             open_one(envelope)
         count = 0
@@ -57,9 +68,6 @@ def measure(
             count += len(envelopes)
         elapsed = time.perf_counter() - started
         cpu_seconds = time.process_time() - cpu_started
-    finally:
-        if before is not None:
-            os.sched_setaffinity(0, before)
     return {
         "opened": count,
         "seconds": round(elapsed, 3),
@@ -112,10 +120,7 @@ def required_work(
     def receipt() -> None:
         sign_receipt(signing_key, "PSNI", "PSNI-bench", "CMRN-2026-0001", now, digest)
 
-    before = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else None
-    if cpu is not None and before is not None and cpu in before and len(before) > 1:
-        os.sched_setaffinity(0, {cpu})
-    try:
+    with _pinned(cpu):
         return {
             "validations_per_second": _rate(validate, seconds),
             "receipts_per_second": _rate(receipt, seconds),
@@ -123,9 +128,6 @@ def required_work(
                 storage, validator.validate(adapter.to_canonical(body), now.date()), seconds
             ),
         }
-    finally:
-        if before is not None:
-            os.sched_setaffinity(0, before)
 
 
 def _storage_rate(installation: Installation, valid: Any, seconds: float) -> float:

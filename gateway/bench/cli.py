@@ -173,24 +173,24 @@ class Bench:
         runs = []
         with FloorProcess(inst, cpu=GATEWAY_CPU) as fl:
             for concurrency in self.args.concurrency:
-                at_ready: list[float | None] = []
+                at_ready: dict[str, float | None] = {}
                 run = self.closed(
                     fl,
                     self.args.floor_seconds,
                     concurrency,
-                    on_ready=lambda at_ready=at_ready: at_ready.append(cpu_seconds(fl.pid)),
+                    on_ready=lambda at_ready=at_ready: at_ready.update(cpu=cpu_seconds(fl.pid)),
                     distinct=FLOOR_DISTINCT,
                 )
-                after = cpu_seconds(fl.pid)
+                before, after = at_ready.get("cpu"), cpu_seconds(fl.pid)
                 run["concurrency"] = concurrency
                 # Requests per second of the server's own CPU: the load generator, on its one
                 # core, may be what limits the rate, and then the rate alone would overstate
                 # what the stack costs. The warm-up's connections opened before the ready file.
-                used = after - at_ready[0] if at_ready and at_ready[0] is not None and after else 0
+                used = after - before if after is not None and before is not None else 0.0
                 run["per_cpu_second"] = round(run["completed"] / used, 1) if used > 0 else None
                 runs.append(run)
-        best = max(runs, key=lambda r: r["per_cpu_second"] or r["accepted_per_second"] or 0)
-        rate = float(best["per_cpu_second"] or best["accepted_per_second"] or 0)
+        best = max(runs, key=lambda r: r["per_cpu_second"] or 0)
+        rate = best["per_cpu_second"]
         return {
             "runs": runs,
             "per_second": best["accepted_per_second"],
@@ -216,11 +216,11 @@ class Bench:
             found["receipts_per_second"],
             found["stored_per_cpu_second"],
         ]
-        if all(rates):
-            seconds_each = sum(1 / float(r) for r in rates if r)
-            found["ratio_bound"] = round((1 / self.ceiling_rate) / seconds_each, 3)
-        else:
-            found["ratio_bound"] = None
+        found["ratio_bound"] = (
+            round((1 / self.ceiling_rate) / sum(1 / float(r) for r in rates), 3)
+            if all(rates)
+            else None
+        )
         self.say(
             f"required work: {found['validations_per_second']} validations/s, "
             f"{found['receipts_per_second']} receipts/s, {found['stored_per_cpu_second']} "
@@ -374,7 +374,7 @@ class Bench:
                 f"be at most {result['floor']['ratio_bound']} on this stack"
             )
         else:
-            result["floor"] = {"skipped": "not asked for (--floor-seconds 0)"}
+            result["floor"] = report.skipped_floor("not asked for (--floor-seconds 0)")
         result["required"] = self.required(sqlite_inst, result["floor"])
 
         for db in report.DATABASES:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 _LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
@@ -20,17 +21,21 @@ def _frame(raw: str) -> str:
     return _FRAME_LINE.sub(")", raw.strip())
 
 
+def _samples(collapsed: str) -> Iterator[tuple[list[str], int]]:
+    """Each line of py-spy's raw output as (its frames, outermost first; its sample count)."""
+    for line in collapsed.splitlines():
+        m = _LINE.match(line)
+        if m:
+            yield m["stack"].split(";"), int(m["count"])
+
+
 def top(collapsed: str, n: int = 25) -> tuple[int, list[tuple[str, float, float]]]:
     """(samples, [(function, inclusive %, self %)]) sorted by inclusive share."""
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
     total = 0
-    for line in collapsed.splitlines():
-        m = _LINE.match(line)
-        if not m:
-            continue
-        count = int(m["count"])
-        frames = [_frame(f) for f in m["stack"].split(";") if f.strip()]
+    for raw, count in _samples(collapsed):
+        frames = [_frame(f) for f in raw if f.strip()]
         # py-spy prefixes a thread's stack with "process ..."/"thread ..." pseudo-frames when
         # asked; a function appearing twice in one stack (recursion) is counted once.
         frames = [f for f in frames if not f.startswith(("process ", "thread "))]
@@ -99,14 +104,10 @@ def parts(collapsed: str) -> tuple[int, list[tuple[str, float]]]:
     """(samples, [(part, %)]) with the rest as "event loop and the rest"."""
     counts: Counter[str] = Counter()
     total = 0
-    for line in collapsed.splitlines():
-        m = _LINE.match(line)
-        if not m:
-            continue
-        count = int(m["count"])
+    for raw, count in _samples(collapsed):
         total += count
         found = "event loop and the rest"
-        for frame in reversed(m["stack"].split(";")):
+        for frame in reversed(raw):
             name = next((p for p, marks in PARTS if any(mark in frame for mark in marks)), None)
             if name is not None:
                 found = name

@@ -240,6 +240,10 @@ def empty_load() -> dict[str, Any]:
     }
 
 
+def skipped_floor(reason: str) -> dict[str, Any]:
+    return {"skipped": reason, "per_second": None, "per_cpu_second": None, "ratio_bound": None}
+
+
 def skipped_ingest(reason: str, rates: list[int]) -> dict[str, Any]:
     """The keys of an ingest section that did not run, so that every figure has its place."""
     return {

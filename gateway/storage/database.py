@@ -162,26 +162,24 @@ class Database:
 
     def _unit_threads(self) -> tuple[Engine, ThreadPoolExecutor]:
         if self._sync is None:
-            if self.dialect == "sqlite":
-                engine = create_engine(
-                    sync_url(self.url),
-                    pool_size=UNIT_THREADS,
-                    max_overflow=0,
-                    connect_args={"check_same_thread": False},
-                )
-                event.listen(engine, "connect", _sqlite_pragmas)
-                event.listen(engine, "begin", _sqlite_begin)
-            else:
-                engine = create_engine(
-                    sync_url(self.url),
-                    pool_size=UNIT_THREADS,
-                    max_overflow=0,
-                    pool_pre_ping=True,
-                    connect_args={
+            sqlite = self.dialect == "sqlite"
+            engine = create_engine(
+                sync_url(self.url),
+                pool_size=UNIT_THREADS,
+                max_overflow=0,
+                pool_pre_ping=not sqlite,
+                connect_args=(
+                    {"check_same_thread": False}
+                    if sqlite
+                    else {
                         "connect_timeout": 5,
                         "options": f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}",
-                    },
-                )
+                    }
+                ),
+            )
+            if sqlite:
+                event.listen(engine, "connect", _sqlite_pragmas)
+                event.listen(engine, "begin", _sqlite_begin)
             executor = ThreadPoolExecutor(UNIT_THREADS, thread_name_prefix=f"{self.dialect}-unit")
             self._sync = (engine, executor)
         return self._sync
